@@ -1,0 +1,1 @@
+"""GAN research framework: every classic GAN as a Lightning module, composed by Hydra."""

@@ -1,0 +1,1 @@
+"""Lightning callbacks: checkpoints, sample grids, evaluation, collapse watchdog."""

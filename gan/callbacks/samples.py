@@ -1,0 +1,66 @@
+"""Sample grids from the fixed latents every N generator iterations: PNG in `samples/` and to the loggers."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+from torchvision.utils import make_grid, save_image
+
+
+class SampleGrid(Callback):
+    def __init__(self, dirpath: str, every_g_iters: int = 250, toy_points: int = 2500):
+        self.dirpath = Path(dirpath)
+        self.every_g_iters = every_g_iters
+        self.toy_points = toy_points
+        self.last_path: Path | None = None
+        self._written_at = -1
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if pl_module.g_iter % self.every_g_iters == 0:
+            self.write(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.write(trainer, pl_module)
+
+    def write(self, trainer, module) -> None:
+        if module.g_iter == self._written_at or not trainer.is_global_zero:
+            return
+        self._written_at = module.g_iter
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        path = self.dirpath / f"iter_{module.g_iter:06d}.png"
+        if len(trainer.datamodule.shape) == 1:
+            self._scatter(trainer, module, path)
+        else:
+            grid = make_grid(module.sample_grid().float().cpu(), nrow=module.grid_columns, normalize=True,
+                             value_range=(-1, 1), pad_value=1.0)
+            save_image(grid, path)
+        self.last_path = path
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key="samples", images=[str(path)], step=module.g_iter)
+            elif isinstance(logger, TensorBoardLogger):
+                from PIL import Image
+                import numpy as np
+                image = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1)
+                logger.experiment.add_image("samples", image, module.g_iter)
+
+    def _scatter(self, trainer, module, path: Path) -> None:
+        """2-D data: generated points over real points, the way mode-collapse papers show them."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        real = trainer.datamodule.dataset("val")[: self.toy_points][0].cpu().numpy()
+        fake = module.sample(self.toy_points, generator=torch.Generator().manual_seed(0)).cpu().numpy()
+        fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
+        ax.scatter(real[:, 0], real[:, 1], s=2, c="0.7", label="real")
+        ax.scatter(fake[:, 0], fake[:, 1], s=2, c="tab:blue", label="generated")
+        ax.set_title(f"{module.name}, generator iteration {module.g_iter}")
+        ax.set_aspect("equal")
+        ax.legend(loc="upper right", markerscale=4, fontsize=7)
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)

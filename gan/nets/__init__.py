@@ -1,0 +1,1 @@
+"""Network architectures: generators and discriminators, no training logic."""

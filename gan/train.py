@@ -1,0 +1,167 @@
+"""The one place that builds objects from the config: data, model, callbacks, loggers, trainer; then fits."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.utilities import rank_zero_only
+
+from gan.callbacks.checkpoint import AtomicCheckpointIO, EmbedConfig
+from gan.errors import DivergenceError, UserError
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A run directory means its `checkpoints/last.ckpt`; a file is taken as it is."""
+    path = Path(path).expanduser()
+    ckpt = path / "checkpoints" / "last.ckpt" if path.is_dir() else path
+    if not ckpt.is_file():
+        raise UserError(
+            f"No checkpoint at {ckpt}. Expected a run directory that contains checkpoints/last.ckpt "
+            f"(as written by `python -m gan.run`) or the path of a .ckpt file. Check the path; run "
+            f"directories are under runs/ by default."
+        )
+    return ckpt.resolve()
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu"):
+    """Rebuild (config, datamodule, module) from a checkpoint written by a training run."""
+    ckpt_path = resolve_checkpoint(path)
+    checkpoint = torch.load(ckpt_path, map_location=map_location, weights_only=False)
+    if "gan_config" not in checkpoint:
+        raise UserError(f"{ckpt_path} is not a checkpoint of this framework (it carries no `gan_config`).")
+    cfg = OmegaConf.create(checkpoint["gan_config"])
+    datamodule = instantiate(cfg.data)
+    module = instantiate(cfg.model)
+    module.load_state_dict(checkpoint["state_dict"])
+    module.on_load_checkpoint(checkpoint)
+    return cfg, datamodule, module.eval()
+
+
+def _resumed_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """The saved run's config, with this command line's other overrides (e.g. `g_iters=4000`) on top."""
+    saved = OmegaConf.create(torch.load(cfg.resume, map_location="cpu", weights_only=False)["gan_config"])
+    extra = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith(("resume", "hydra"))]
+    merged = OmegaConf.merge(saved, OmegaConf.from_dotlist(extra))
+    merged.resume = cfg.resume
+    return merged
+
+
+def _build_loggers(cfg: DictConfig, run_dir: Path) -> list:
+    from gan.loggers import JsonlLogger
+
+    loggers = [JsonlLogger(run_dir)]
+    for name, logger_cfg in (cfg.get("logger") or {}).items():
+        if logger_cfg is not None and "_target_" in logger_cfg:
+            loggers.append(instantiate(logger_cfg))
+    return loggers
+
+
+def build(cfg: DictConfig, run_dir: Path):
+    """Instantiate everything. Raises UserError for bad input before anything is trained or written."""
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    model = instantiate(cfg.model)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None and "_target_" in c]
+    if cfg.get("metrics") and cfg.metrics.get("_target_"):
+        callbacks.append(instantiate(cfg.metrics))
+    callbacks.append(EmbedConfig(OmegaConf.to_container(cfg, resolve=True)))
+    trainer_kwargs = dict(
+        callbacks=callbacks, logger=_build_loggers(cfg, run_dir), plugins=[AtomicCheckpointIO()],
+        use_distributed_sampler=False, limit_val_batches=0, num_sanity_val_steps=0,
+    )
+    if cfg.trainer.get("max_steps", -1) in (-1, None) and not cfg.trainer.get("fast_dev_run"):
+        trainer_kwargs["max_steps"] = cfg.g_iters * (model.n_critic + 1)
+    trainer = instantiate(cfg.trainer, **trainer_kwargs)
+    return datamodule, model, trainer
+
+
+def _prepare_new_run(cfg: DictConfig, run_dir: Path) -> None:
+    if cfg.get("logger") and cfg.logger.get("wandb") and cfg.logger.wandb.get("id") is None:
+        import wandb.util
+
+        with open_dict(cfg):
+            cfg.logger.wandb.id = wandb.util.generate_id()
+
+
+@rank_zero_only
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def train(cfg: DictConfig, overrides: list[str] = ()) -> float | None:
+    """Train one run in `cfg.paths.run_dir`. Returns the monitored validation metric when there is one."""
+    if cfg.get("resume"):
+        cfg = _resumed_config(cfg, list(overrides))
+    run_dir = Path(cfg.paths.run_dir)
+    new_run = not cfg.get("resume")
+    try:
+        if new_run:
+            _prepare_new_run(cfg, run_dir)
+        datamodule, model, trainer = build(cfg, run_dir)
+    except BaseException:
+        if new_run and rank_zero_only.rank == 0:
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing trained: leave nothing a resume could mistake
+        raise
+    if trainer.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    for logger in trainer.loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    started, status = time.time(), "completed"
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("resume") or None)
+    except DivergenceError:
+        status = "diverged"
+        raise
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        if not trainer.fast_dev_run and status == "completed":
+            trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+        summary = _summarise(cfg, trainer, model, run_dir, status, time.time() - started)
+        _write_json(run_dir / "summary.json", summary)
+        _print_summary(summary)
+    return summary.get("objective")
+
+
+def _summarise(cfg, trainer, model, run_dir: Path, status: str, seconds: float) -> dict:
+    from gan.callbacks.samples import SampleGrid
+
+    grids = [c.last_path for c in trainer.callbacks if isinstance(c, SampleGrid) and c.last_path]
+    last_ckpt = run_dir / "checkpoints" / "last.ckpt"
+    summary = {
+        "status": status, "model": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed,
+        "g_iter": model.g_iter, "images_seen": model.images_seen, "wall_time_s": round(seconds, 2),
+        "train_seconds": round(model.train_seconds, 2), "run_dir": str(run_dir.resolve()),
+        "last_ckpt": str(last_ckpt.resolve()) if last_ckpt.is_file() else None,
+        "last_samples": str(grids[-1].resolve()) if grids else None,
+    }
+    for callback in trainer.callbacks:  # the evaluation callback reports what it measured
+        summary.update(getattr(callback, "summary", lambda: {})())
+    return summary
+
+
+@rank_zero_only
+def _print_summary(summary: dict) -> None:
+    from rich.console import Console
+
+    console = Console(stderr=False)
+    colour = "green" if summary["status"] == "completed" else "red"
+    console.print(
+        f"[{colour}]Run {summary['status']}[/]: {summary['model']} on {summary['data']}, "
+        f"{summary['g_iter']} generator iterations in {summary['wall_time_s']:.0f}s.\n"
+        f"  run directory: {summary['run_dir']}\n  last samples:  {summary['last_samples']}\n"
+        f"  checkpoint:    {summary['last_ckpt']}"
+    )
