@@ -1,0 +1,223 @@
+"""The datamodule base every dataset shares: splits, checks, the resumable infinite training stream, image helpers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from gan.errors import UserError
+
+SPLITS = ("train", "val", "test")
+
+
+class GANDataModule(pl.LightningDataModule):
+    """A dataset as three splits of (x, y) pairs: x float32 in [-1, 1] with exactly `shape`, y int64 (-1 unlabelled).
+
+    Subclasses implement `load_split`. Labels are served only when `num_classes` is set, so a labelled
+    dataset can be used unconditionally by setting `data.num_classes=null`.
+    """
+
+    def __init__(self, name: str, shape: Sequence[int], num_classes: int | None, batch_size: int,
+                 num_workers: int = 0, seed: int = 0):
+        super().__init__()
+        if int(batch_size) < 1:
+            raise UserError(f"data.batch_size must be at least 1, got {batch_size}. Set data.batch_size=64 (or any positive integer).")
+        self.name = name
+        self.shape = tuple(int(s) for s in shape)
+        self.num_classes = None if num_classes is None else int(num_classes)
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.seed = int(seed)
+        self._datasets: dict[str, Dataset] = {}
+
+    def load_split(self, split: str) -> Dataset:
+        """Read one split from disk (or memory) as a Dataset of (x, y) pairs."""
+        raise NotImplementedError
+
+    def dataset(self, split: str) -> Dataset:
+        if split not in SPLITS:
+            raise UserError(f"Unknown data split '{split}' for dataset '{self.name}'. Expected one of {', '.join(SPLITS)}.")
+        if split not in self._datasets:
+            data = self.load_split(split)
+            if len(data) == 0:
+                raise UserError(f"The '{split}' split of dataset '{self.name}' is empty: it holds no samples. "
+                                f"Add more data (an image folder sends about 5% of its files each to val and test, so a few "
+                                f"images can leave those empty) or use a split that has samples.")
+            self._datasets[split] = data
+        return self._datasets[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        train = self.dataset("train")
+        x, _ = train[0]
+        if tuple(x.shape) != self.shape:
+            raise UserError(f"Dataset '{self.name}' yields samples of shape {tuple(x.shape)}, but data.shape is {list(self.shape)}. "
+                            f"data.shape must equal [channels, image_size, image_size] of the prepared images: remove the "
+                            f"data.shape override, or change data.channels / data.image_size instead.")
+        if len(train) < self.batch_size:
+            raise UserError(f"The training split of '{self.name}' has {len(train)} samples, fewer than data.batch_size="
+                            f"{self.batch_size}. Use a smaller data.batch_size or more data.")
+        if self.num_classes is not None:
+            labels = getattr(train, "labels", None)
+            if labels is None or int(labels.min()) < 0 or int(labels.max()) >= self.num_classes:
+                raise UserError(f"data.num_classes={self.num_classes}, but dataset '{self.name}' has no class labels in "
+                                f"0..{self.num_classes - 1}. Set data.num_classes=null for unlabelled data, or the true number of classes.")
+
+    def train_dataloader(self) -> DataLoader:
+        """An endless stream of full batches that resumes where the model's discriminator-step count says."""
+        trainer = self.trainer
+        start = int(getattr(trainer.lightning_module, "d_steps", 0)) if trainer is not None else 0
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        train = self.dataset("train")
+        sampler = InfiniteBatchSampler(len(train), self.batch_size, self.seed, start, rank, world_size)
+        return DataLoader(train, batch_sampler=sampler, num_workers=self.num_workers,
+                          generator=torch.Generator().manual_seed(self.seed),
+                          persistent_workers=self.num_workers > 0, pin_memory=False)
+
+    def pairs(self, data: torch.Tensor, labels: torch.Tensor) -> "TensorPairs":
+        """An in-memory split whose labels are hidden (-1) when the run is unconditional."""
+        labels = labels.to(torch.int64)
+        return TensorPairs(data, labels if self.num_classes is not None else torch.full_like(labels, -1))
+
+
+class InfiniteBatchSampler(Sampler):
+    """Yields index batches forever: pass p is a permutation seeded with `seed + p`, cut into full global batches.
+
+    A global batch holds batch_size * world_size indices; rank r takes its r-th slice, so the ranks' batches
+    are disjoint and together equal the single-process stream with the global batch size. `start` skips
+    that many global batches, so a resumed run continues the exact stream of an uninterrupted one.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int, start: int = 0, rank: int = 0, world_size: int = 1):
+        global_batch = batch_size * world_size
+        if num_samples < global_batch:
+            raise UserError(f"The training split has {num_samples} samples, fewer than one global batch of {global_batch} "
+                            f"(data.batch_size={batch_size} x {world_size} processes). Use a smaller data.batch_size or more data.")
+        self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
+        self.start, self.rank, self.world_size = start, rank, world_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        global_batch = self.batch_size * self.world_size
+        batches_per_pass = self.num_samples // global_batch
+        pass_index, first = divmod(self.start, batches_per_pass)
+        while True:
+            order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed + pass_index)).tolist()
+            for b in range(first, batches_per_pass):
+                lo = b * global_batch + self.rank * self.batch_size
+                yield order[lo:lo + self.batch_size]
+            pass_index, first = pass_index + 1, 0
+
+
+class TensorPairs(Dataset):
+    """A whole split in memory; uint8 images become [-1, 1] floats on access, float data (toy points) pass through."""
+
+    def __init__(self, data: torch.Tensor, labels: torch.Tensor):
+        self.data, self.labels = data, labels
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.data[i]
+        return (x.float() / 127.5 - 1 if x.dtype == torch.uint8 else x), self.labels[i]
+
+
+class ImageFiles(Dataset):
+    """Image files decoded per item: centre square crop (side `crop`, or the largest), resize, unlabelled."""
+
+    def __init__(self, paths: Sequence[Path], image_size: int, channels: int, crop: int | None = None):
+        self.paths, self.image_size, self.channels, self.crop = list(paths), image_size, channels, crop
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        with Image.open(self.paths[i]) as image:
+            image = image.convert("RGB" if self.channels == 3 else "L")
+        width, height = image.size
+        side = min(width, height, self.crop or width)
+        left, top = (width - side) // 2, (height - side) // 2
+        pixels = torch.from_numpy(np.asarray(image.crop((left, top, left + side, top + side))).copy())
+        pixels = pixels.reshape(side, side, -1).permute(2, 0, 1)[None]
+        return prepare_images(pixels, self.image_size, self.channels)[0].float() / 127.5 - 1, torch.tensor(-1)
+
+
+def prepare_images(images: torch.Tensor, image_size: int, channels: int, chunk: int = 2048) -> torch.Tensor:
+    """[N, C, H, W] with values in 0..255 -> uint8 [N, channels, image_size, image_size] (antialiased bilinear)."""
+    if images.shape[1] != channels:
+        if channels == 3:
+            images = images.expand(-1, 3, -1, -1)
+        else:  # ITU-R 601 luma, the weights PIL uses for convert("L")
+            weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            images = (images.float() * weights).sum(1, keepdim=True)
+    if images.shape[-2:] != (image_size, image_size):
+        images = torch.cat([F.interpolate(part.float(), size=(image_size, image_size), mode="bilinear",
+                                          antialias=True, align_corners=False)
+                            for part in images.split(chunk)])
+    return images.round().clamp(0, 255).to(torch.uint8) if images.is_floating_point() else images.to(torch.uint8).contiguous()
+
+
+class ImageDataModule(GANDataModule):
+    """Images read from `root` (optionally downloaded there) and prepared to `channels` x `image_size`^2."""
+
+    image_sizes: Sequence[int] | None = None  # the sizes a subclass supports; None: any
+    default_image_size, default_channels = 32, 3
+
+    def __init__(self, name: str, shape: Sequence[int], num_classes: int | None, batch_size: int,
+                 num_workers: int = 0, seed: int = 0, root: str | None = None, download: bool = False,
+                 image_size: int | None = None, channels: int | None = None):
+        super().__init__(name, shape, num_classes, batch_size, num_workers, seed)
+        image_size = self.default_image_size if image_size is None else image_size
+        channels = self.default_channels if channels is None else channels
+        if int(channels) not in (1, 3):
+            raise UserError(f"data.channels must be 1 (grayscale) or 3 (RGB) for '{name}', got {channels}.")
+        if int(image_size) < 1 or (self.image_sizes is not None and int(image_size) not in self.image_sizes):
+            allowed = ", ".join(map(str, self.image_sizes)) if self.image_sizes else "a positive integer"
+            raise UserError(f"data.image_size={image_size} is not supported for '{name}'; use {allowed}.")
+        self.root, self.download = root, bool(download)
+        self.image_size, self.channels = int(image_size), int(channels)
+
+    def prepare_data(self) -> None:
+        # Lightning runs this on one process per node before setup, so a download never runs twice at once.
+        if self.download:
+            self.dataset("train")
+
+    @property
+    def root_dir(self) -> Path:
+        if self.root is None:
+            raise UserError(f"No data folder given for '{self.name}' (data.root is null). Pass data.root=/path/to/data, "
+                            f"the folder that holds (or will hold, with data.download=true) the dataset's files.")
+        return Path(self.root).expanduser()
+
+    def require(self, missing: Callable[[], list[Path]], title: str, layout: str, torchvision_name: str, **options) -> None:
+        """Return when `missing()` is empty; else download with torchvision (data.download=true) or raise a UserError."""
+        if missing() and self.download:
+            import torchvision.datasets
+
+            try:
+                getattr(torchvision.datasets, torchvision_name)(str(self.root_dir), download=True, **options)
+            except Exception as error:  # anything from URLError to gdown's own errors
+                raise UserError(f"Downloading {title} into {self.root_dir} failed ({type(error).__name__}: {error}). "
+                                f"The expected layout is {layout}. Check the internet connection, or fetch the files by "
+                                f"hand, place them there and run with data.download=false.") from error
+        gone = missing()
+        if gone:
+            raise UserError(f"{title} was not found: {gone[0]} does not exist. The expected layout is {layout}. "
+                            f"Run once with data.download=true on a machine with internet access, or copy the files there "
+                            f"by hand; data.root=/path/to/data points the loader at another folder.")
+
+    def prepared(self, images: torch.Tensor, labels: torch.Tensor) -> "TensorPairs":
+        """In-memory split from [N, C, H, W] images with values in 0..255."""
+        return self.pairs(prepare_images(images, self.image_size, self.channels), labels)
+
+
+def holdout(split: str, images: torch.Tensor, labels: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official training set's last `size` items are val, the rest train."""
+    keep = slice(None, -size) if split == "train" else slice(-size, None)
+    return images[keep], labels[keep]
