@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -15,6 +17,10 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from gan.callbacks.checkpoint import AtomicCheckpointIO, EmbedConfig
 from gan.errors import DivergenceError, UserError
+
+# Checkpoints land after the generator update by design (see GIterCheckpoint), not a surprise to warn about.
+warnings.filterwarnings("ignore", message=".*manual optimization and every_n_train_steps.*")
+warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -85,10 +91,8 @@ def build(cfg: DictConfig, run_dir: Path):
 
 def _prepare_new_run(cfg: DictConfig, run_dir: Path) -> None:
     if cfg.get("logger") and cfg.logger.get("wandb") and cfg.logger.wandb.get("id") is None:
-        import wandb.util
-
         with open_dict(cfg):
-            cfg.logger.wandb.id = wandb.util.generate_id()
+            cfg.logger.wandb.id = secrets.token_hex(4)  # fixed now, so a resume reopens the same W&B run
 
 
 @rank_zero_only
