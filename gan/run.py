@@ -15,19 +15,30 @@ def config_dir() -> str:
     return str(packaged if packaged.is_dir() else Path(__file__).parent.parent / "conf")
 
 
+_SWEEP = {"jobs": 0, "failed": []}  # outcomes of the jobs this process ran in a multirun
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def _task(cfg: DictConfig) -> float | None:
     from gan.errors import DivergenceError, UserError
     from gan.train import train
 
     hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode.name == "MULTIRUN"
+    _SWEEP["jobs"] += multirun
     try:
         return train(cfg, list(hydra_cfg.overrides.task))
     except (UserError, DivergenceError) as error:
-        if hydra_cfg.mode.name == "MULTIRUN":
-            raise  # the sweeper records the failed job; the sweep goes on
-        print(f"\nError: {error}", file=sys.stderr)
-        sys.exit(2 if isinstance(error, UserError) else 3)
+        if not multirun:
+            print(f"\nError: {error}", file=sys.stderr)
+            sys.exit(2 if isinstance(error, UserError) else 3)
+        # In a sweep a failed run is recorded and the sweep goes on: the Optuna sweeper marks the
+        # trial FAIL when the job raises; the basic sweeper would stop at the first failure instead.
+        print(f"\nRun {hydra_cfg.job.num} of the sweep failed: {error}", file=sys.stderr)
+        _SWEEP["failed"].append(hydra_cfg.job.num)
+        if "optuna" in str(hydra_cfg.sweeper.get("_target_", "")).lower():
+            raise
+        return None
 
 
 def _resume_into_same_directory(argv: list[str]) -> list[str]:
@@ -51,6 +62,13 @@ def _resume_into_same_directory(argv: list[str]) -> list[str]:
 def main() -> None:
     sys.argv = [sys.argv[0]] + _resume_into_same_directory(sys.argv[1:])
     _task()
+    if _SWEEP["jobs"] and len(_SWEEP["failed"]) == _SWEEP["jobs"]:
+        print(f"\nError: all {_SWEEP['jobs']} runs of the sweep failed (messages above), so the sweep produced "
+              "nothing to compare. Fix the cause named in the messages (often a learning rate that diverges or "
+              "an option the data does not support) and run the sweep again.", file=sys.stderr)
+        sys.exit(1)
+    if _SWEEP["failed"]:
+        print(f"{len(_SWEEP['failed'])} of {_SWEEP['jobs']} runs failed: jobs {_SWEEP['failed']}.", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -21,6 +22,19 @@ from gan.errors import DivergenceError, UserError
 # Checkpoints land after the generator update by design (see GIterCheckpoint), not a surprise to warn about.
 warnings.filterwarnings("ignore", message=".*manual optimization and every_n_train_steps.*")
 warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+
+
+def instantiate(cfg, **kwargs):
+    """Hydra's instantiate, letting our UserError through instead of wrapped in an InstantiationException."""
+    try:
+        return hydra_instantiate(cfg, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        while isinstance(cause, InstantiationException):
+            cause = cause.__cause__
+        if isinstance(cause, UserError):
+            raise cause from None
+        raise
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -51,12 +65,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu"):
 
 
 def _resumed_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
-    """The saved run's config, with this command line's other overrides (e.g. `g_iters=4000`) on top."""
+    """The saved run's config, with this command line's other overrides on top (e.g. `g_iters=4000`, or a
+    group such as `trainer=default`), taken from the freshly composed config so Hydra's parsing holds."""
     saved = OmegaConf.create(torch.load(cfg.resume, map_location="cpu", weights_only=False)["gan_config"])
-    extra = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith(("resume", "hydra"))]
-    merged = OmegaConf.merge(saved, OmegaConf.from_dotlist(extra))
-    merged.resume = cfg.resume
-    return merged
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+")
+        if key.startswith(("resume", "hydra", "~")):
+            continue
+        OmegaConf.update(saved, key, OmegaConf.select(cfg, key), merge=False, force_add=True)
+    saved.resume = cfg.resume
+    return saved
 
 
 def _build_loggers(cfg: DictConfig, run_dir: Path) -> list:

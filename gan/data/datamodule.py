@@ -25,7 +25,7 @@ class GANDataModule(pl.LightningDataModule):
     """
 
     def __init__(self, name: str, shape: Sequence[int], num_classes: int | None, batch_size: int,
-                 num_workers: int = 0, seed: int = 0):
+                 num_workers: int = 0, seed: int = 0, train_limit: int | None = None):
         super().__init__()
         if int(batch_size) < 1:
             raise UserError(f"data.batch_size must be at least 1, got {batch_size}. Set data.batch_size=64 (or any positive integer).")
@@ -35,6 +35,7 @@ class GANDataModule(pl.LightningDataModule):
         self.batch_size = int(batch_size)
         self.num_workers = int(num_workers)
         self.seed = int(seed)
+        self.train_limit = None if train_limit is None else int(train_limit)  # train on the first N samples only
         self._datasets: dict[str, Dataset] = {}
 
     def load_split(self, split: str) -> Dataset:
@@ -75,7 +76,7 @@ class GANDataModule(pl.LightningDataModule):
         start = int(getattr(trainer.lightning_module, "d_steps", 0)) if trainer is not None else 0
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         train = self.dataset("train")
-        sampler = InfiniteBatchSampler(len(train), self.batch_size, self.seed, start, rank, world_size)
+        sampler = InfiniteBatchSampler(min(len(train), self.train_limit or len(train)), self.batch_size, self.seed, start, rank, world_size)
         return DataLoader(train, batch_sampler=sampler, num_workers=self.num_workers,
                           generator=torch.Generator().manual_seed(self.seed),
                           persistent_workers=self.num_workers > 0, pin_memory=False)
@@ -171,8 +172,8 @@ class ImageDataModule(GANDataModule):
 
     def __init__(self, name: str, shape: Sequence[int], num_classes: int | None, batch_size: int,
                  num_workers: int = 0, seed: int = 0, root: str | None = None, download: bool = False,
-                 image_size: int | None = None, channels: int | None = None):
-        super().__init__(name, shape, num_classes, batch_size, num_workers, seed)
+                 image_size: int | None = None, channels: int | None = None, train_limit: int | None = None):
+        super().__init__(name, shape, num_classes, batch_size, num_workers, seed, train_limit)
         image_size = self.default_image_size if image_size is None else image_size
         channels = self.default_channels if channels is None else channels
         if int(channels) not in (1, 3):
