@@ -143,11 +143,8 @@ def train(cfg: DictConfig, overrides: list[str] = ()) -> float | None:
     started, status = time.time(), "completed"
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("resume") or None)
-    except DivergenceError:
-        status = "diverged"
-        raise
-    except KeyboardInterrupt:
-        status = "interrupted"
+    except BaseException as error:
+        status = {DivergenceError: "diverged", KeyboardInterrupt: "interrupted"}.get(type(error), "failed")
         raise
     finally:
         if not trainer.fast_dev_run and status == "completed":

@@ -129,7 +129,7 @@ def test_run_killed_and_resumed_ends_like_an_uninterrupted_run(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = torch.load(parts / "checkpoints" / "last.ckpt", weights_only=False)["gan_progress"]["g_iter"]
-    assert 9 <= killed_at < 120, "the kill should land mid-run"
+    assert 3 <= killed_at < 120, "the kill should land mid-run"  # g000009 may precede last.ckpt
 
     resumed = run_cli(f"resume={parts}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr

@@ -10,8 +10,9 @@ from torchvision.utils import make_grid, save_image
 
 
 class SampleGrid(Callback):
-    def __init__(self, dirpath: str, every_g_iters: int = 250, toy_points: int = 2500):
+    def __init__(self, dirpath: str, every_g_iters: int = 250, toy_points: int = 2500, min_tile: int = 48):
         self.dirpath = Path(dirpath)
+        self.min_tile = min_tile
         self.every_g_iters = every_g_iters
         self.toy_points = toy_points
         self.last_path: Path | None = None
@@ -33,8 +34,11 @@ class SampleGrid(Callback):
         if len(trainer.datamodule.shape) == 1:
             self._scatter(trainer, module, path)
         else:
-            grid = make_grid(module.sample_grid().float().cpu(), nrow=module.grid_columns, normalize=True,
-                             value_range=(-1, 1), pad_value=1.0)
+            images = module.sample_grid().float().cpu()
+            if images.shape[-1] < self.min_tile:  # small images (8x8, 16x16 digits) are enlarged to be readable
+                factor = -(-self.min_tile // images.shape[-1])
+                images = torch.nn.functional.interpolate(images, scale_factor=factor, mode="nearest")
+            grid = make_grid(images, nrow=module.grid_columns, normalize=True, value_range=(-1, 1), pad_value=1.0)
             save_image(grid, path)
         self.last_path = path
         for logger in trainer.loggers:

@@ -1,0 +1,116 @@
+"""Command line: `python -m gan.evaluate ckpt=<path> [metrics=[fid,is,kid,pr,memorization]] [num_samples=...] [split=test]`.
+
+Rebuilds the run from its checkpoint, draws fresh samples, prints a table and writes `eval.json`
+(values with provenance) next to the checkpoint; `save_samples=true` also writes the samples as .npz.
+Arguments are `key=value` pairs over `conf/evaluate.yaml` (plain OmegaConf: `metrics=[...]` would
+collide with Hydra's `metrics` config group).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from gan.errors import UserError
+
+if TYPE_CHECKING:  # the metrics stack (torch-fidelity, torchvision) loads only once the arguments are good
+    from gan.metrics.evaluator import Evaluation
+
+
+def parse_args(argv: Sequence[str]) -> DictConfig:
+    from gan.run import config_dir
+
+    defaults = OmegaConf.load(Path(config_dir()) / "evaluate.yaml")
+    usage = "Usage: python -m gan.evaluate ckpt=<run dir or .ckpt> [metrics=[fid,is,kid,pr,memorization]] [num_samples=10000] [split=test]"
+    malformed = [a for a in argv if "=" not in a or a.startswith("=")]
+    if malformed:
+        raise UserError(f"Arguments must be key=value pairs, got {malformed}. {usage}. The keys are: {', '.join(defaults)}.")
+    try:
+        given = OmegaConf.from_dotlist(list(argv))
+    except Exception as error:
+        raise UserError(f"Could not parse the arguments {list(argv)} ({error}). {usage}.") from None
+    unknown = [k for k in given if k not in defaults.keys()]  # `in` is False for the missing (???) ckpt
+    if unknown:
+        raise UserError(f"Unknown argument(s) {unknown}. Expected keys from conf/evaluate.yaml: {', '.join(defaults)}. {usage}.")
+    cfg = OmegaConf.merge(defaults, given)
+    if OmegaConf.is_missing(cfg, "ckpt") or not cfg.ckpt:
+        raise UserError(f"No checkpoint given. {usage}, where ckpt is a run directory (its checkpoints/last.ckpt is used) "
+                        f"or a .ckpt file.")
+    if isinstance(cfg.metrics, str):
+        cfg.metrics = [cfg.metrics]
+    return cfg
+
+
+def evaluate_checkpoint(cfg: DictConfig) -> tuple[Evaluation, Path]:
+    """Evaluate `cfg.ckpt`; returns the evaluation and the path of the eval.json written."""
+    from gan.train import load_checkpoint, resolve_checkpoint
+
+    ckpt = resolve_checkpoint(cfg.ckpt)  # a bad path fails here, before the metrics stack is loaded
+    import torch
+
+    from gan.metrics.evaluator import Evaluator
+    from gan.metrics.storage import save_json
+
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    run_cfg, datamodule, module = load_checkpoint(ckpt)
+    module.to(device)
+    run_metrics = run_cfg.get("metrics") or {}
+    sizes = {"num_samples": 10000} if cfg.num_samples is None else {"num_samples": cfg.num_samples,
+                                                                    "toy_num_samples": cfg.num_samples}
+    evaluator = Evaluator(
+        datamodule, names=list(cfg.metrics), backbone=cfg.backbone, seed=cfg.seed, batch_size=cfg.batch_size,
+        device=device, cache_dir=cfg.cache_dir or run_cfg.paths.cache_dir,
+        inception_weights=cfg.inception_weights or run_metrics.get("inception_weights"),
+        classifier=OmegaConf.to_container(run_metrics.classifier) if run_metrics.get("classifier") else None, **sizes,
+    )
+    evaluation = evaluator.evaluate(module, split=cfg.split, seed=cfg.seed, ema=cfg.ema, ckpt=str(ckpt),
+                                    keep_samples=cfg.save_samples)
+    if cfg.save_samples:
+        samples_path = ckpt.parent / f"samples_{ckpt.stem}_{cfg.split}_n{len(evaluation.samples)}_seed{cfg.seed}.npz"
+        save_samples(evaluation, samples_path)
+        evaluation.provenance["samples_file"] = str(samples_path)
+    return evaluation, save_json(evaluation.to_dict(), ckpt.parent / "eval.json")
+
+
+def save_samples(evaluation: Evaluation, path: Path) -> None:
+    """`arr_0`: uint8 [N, H, W, C] images (the layout other evaluators read) or float [N, 2] points; `labels`."""
+    import numpy as np
+
+    from gan.metrics.quantize import to_uint8
+    from gan.metrics.storage import atomic_write
+
+    samples = evaluation.samples
+    array = samples.numpy() if samples.dim() == 2 else to_uint8(samples).permute(0, 2, 3, 1).numpy()
+    arrays = {"arr_0": array}
+    if evaluation.labels is not None:
+        arrays["labels"] = evaluation.labels.numpy()
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def format_table(evaluation: Evaluation) -> str:
+    p = evaluation.provenance
+    header = (f"{p['dataset']} / {p['split']} split, backbone {p['backbone']} (weights {p['weights_sha256']}, "
+              f"resize {p['resize']}), {p['num_fake']} generated vs {p['num_real']} real, seed {p['seed']}, "
+              f"g_iter {p['g_iter']}, ema {p['ema']}")
+    width = max(len(k) for k in evaluation.values)
+    rows = [f"  {k:<{width}}  {v:.6g}" for k, v in evaluation.values.items()]
+    return "\n".join([header, f"  {'metric':<{width}}  value", *rows])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        cfg = parse_args(sys.argv[1:] if argv is None else argv)
+        evaluation, out = evaluate_checkpoint(cfg)
+    except UserError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return 2
+    print(format_table(evaluation))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

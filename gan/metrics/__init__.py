@@ -1,0 +1,1 @@
+"""Sample-quality metrics: feature extractors, IS/FID/KID/precision-recall, toy metrics, memorisation, reference cache."""

@@ -1,0 +1,90 @@
+"""The feature space the image metrics live in: which backbone a dataset uses, built through torch-fidelity."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch_fidelity import FeatureExtractorBase
+from torch_fidelity.utils import create_feature_extractor
+
+from gan.errors import UserError
+from gan.metrics import feature_extractor_classifier as classifier
+from gan.metrics import feature_extractor_inception as inception
+from gan.metrics.classifier_training import classifier_weights
+from gan.metrics.distributed import rank_zero_first
+from gan.metrics.quantize import to_uint8
+from gan.metrics.storage import sha256_file
+
+BACKBONES = ("inception", "classifier", "toy")
+# Natural photographs use Inception (comparable with papers); small labelled datasets their own classifier.
+AUTO = {"digits": "classifier", "mnist": "classifier", "fashion_mnist": "classifier",
+        "cifar10": "inception", "celeba": "inception", "folder": "inception", "ring": "toy", "grid": "toy"}
+
+
+def resolve_backbone(name: str, datamodule) -> str:
+    """`auto` -> the dataset's default; checks that the backbone fits the data."""
+    toy = len(datamodule.shape) == 1
+    if name == "auto":
+        return AUTO.get(datamodule.name, "toy" if toy else "inception")
+    if name not in BACKBONES:
+        raise UserError(f"Unknown metrics.backbone={name}. Expected one of auto, {', '.join(BACKBONES)}.")
+    if toy != (name == "toy"):
+        raise UserError(
+            f"metrics.backbone={name} does not fit dataset '{datamodule.name}' of shape {list(datamodule.shape)}: "
+            f"2-D toy data uses backbone toy (modes, % high quality, reverse KL), images use inception or classifier. "
+            f"Use metrics.backbone=auto."
+        )
+    return name
+
+
+@dataclass
+class Backbone:
+    """A torch-fidelity feature extractor with the layer names and the protocol facts that go into provenance."""
+
+    name: str
+    extractor: FeatureExtractorBase
+    pool_layer: str  # features for FID, KID, precision/recall, diversity
+    logits_layer: str  # for IS
+    weights_sha256: str
+    resize: str
+    device: torch.device
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor, batch_size: int = 250) -> dict[str, torch.Tensor]:
+        """{"pool": [N, D], "logits": [N, K]} float32 on the CPU, for images in [-1, 1] (or already uint8)."""
+        out: dict[str, list[torch.Tensor]] = {"pool": [], "logits": []}
+        for chunk in images.split(batch_size):
+            x = chunk if chunk.dtype == torch.uint8 else to_uint8(chunk)
+            if self.name == "inception" and x.shape[1] == 1:
+                x = x.expand(-1, 3, -1, -1)
+            pool, logits = self.extractor(x.to(self.device))
+            out["pool"].append(pool.float().cpu())
+            out["logits"].append(logits.float().cpu())
+        return {k: torch.cat(v) for k, v in out.items()}
+
+    def provenance(self) -> dict[str, Any]:
+        return {"backbone": self.name, "weights_sha256": self.weights_sha256, "resize": self.resize,
+                "quantization": "uint8", "feature_layer": self.pool_layer, **self.info}
+
+
+def build_backbone(name: str, datamodule, device: torch.device | str = "cpu", cache_dir: str | Path = ".cache",
+                   inception_weights: str | Path | None = None, classifier_hparams: dict | None = None) -> Backbone:
+    """The backbone `name` (inception or classifier) for this dataset, on `device`, ready to extract features."""
+    device = torch.device(device)
+    if name == "inception":
+        weights = rank_zero_first(lambda: inception.inception_weights_path(inception_weights))
+        extractor_name, layers, resize = inception.NAME, (inception.POOL, inception.LOGITS), inception.RESIZE
+    elif name == "classifier":
+        weights = rank_zero_first(lambda: classifier_weights(datamodule, cache_dir, classifier_hparams))
+        extractor_name, layers = classifier.NAME, (classifier.FEATURES, classifier.LOGITS)
+        resize = f"none-{datamodule.shape[-2]}x{datamodule.shape[-1]}"
+    else:
+        raise UserError(f"build_backbone: backbone {name} has no feature extractor (expected inception or classifier).")
+    extractor = create_feature_extractor(extractor_name, list(layers), cuda=device.type == "cuda", verbose=False,
+                                         feature_extractor_weights_path=str(weights)).to(device)
+    info = {"classifier_test_accuracy": round(float(extractor.test_accuracy), 5)} if name == "classifier" else {}
+    return Backbone(name, extractor, layers[0], layers[1], sha256_file(weights), resize, device, info)

@@ -1,0 +1,206 @@
+"""One evaluation of a generator: fresh samples -> features -> (gathered over ranks) -> values with provenance."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch_fidelity
+
+from gan.errors import UserError
+from gan.metrics import scores
+from gan.metrics.backbone import Backbone, build_backbone, resolve_backbone
+from gan.metrics.distributed import gather_rows, rank_and_world_size
+from gan.metrics.memorization import memorization_summary, nearest_distances
+from gan.metrics.quantize import to_uint8
+from gan.metrics.real_data import load_tensors
+from gan.metrics.reference import Reference, load_reference
+from gan.metrics.storage import cache_key
+from gan.metrics.toy import NUM_SAMPLES as TOY_NUM_SAMPLES
+from gan.metrics.toy import toy_metrics
+
+METRICS = ("fid", "is", "kid", "pr", "memorization")
+DEFAULT_METRICS = ("fid", "is", "kid", "pr")
+TOY_VALUES = ("modes", "high_quality", "reverse_kl")
+# Direction of every value a monitor may select; everything else is not a selection criterion.
+HIGHER_IS_BETTER = {"is": True, "precision": True, "recall": True, "modes": True, "high_quality": True,
+                    "diversity": True, "fid": False, "kid": False, "reverse_kl": False}
+
+
+@dataclass
+class Evaluation:
+    values: dict[str, float]
+    provenance: dict[str, Any]
+    distributions: dict[str, Any] = field(default_factory=dict)
+    samples: torch.Tensor | None = None  # all ranks' generated samples, when asked for
+    labels: torch.Tensor | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"values": self.values, "provenance": self.provenance, "distributions": self.distributions}
+
+
+class Evaluator:
+    """Evaluates generators of one datamodule; holds the backbone and the reference statistics per split.
+
+    Under DDP every rank calls `evaluate` with its module: each draws its share of the samples from
+    its own seed, the features (or distances) are gathered, and every rank computes the same values
+    (so that all ranks agree on which checkpoint is best).
+    """
+
+    def __init__(self, datamodule, names: Sequence[str] = DEFAULT_METRICS, backbone: str = "auto",
+                 num_samples: int = 2000, toy_num_samples: int = TOY_NUM_SAMPLES, seed: int = 0,
+                 cache_dir: str | Path = ".cache", inception_weights: str | None = None,
+                 classifier: dict | None = None, batch_size: int = 250, kid_subsets: int = scores.KID_SUBSETS,
+                 device: torch.device | str | None = None):
+        unknown = [n for n in names if n not in METRICS]
+        if unknown or not names:
+            raise UserError(f"Unknown metric name(s) {unknown or list(names)}. Expected a non-empty list from "
+                            f"{', '.join(METRICS)}, e.g. metrics=[fid,is,kid,pr].")
+        if int(num_samples) < 2 or int(toy_num_samples) < 2:
+            raise UserError(f"An evaluation needs at least 2 generated samples, got num_samples={num_samples}, "
+                            f"toy_num_samples={toy_num_samples}. Use e.g. num_samples=2000 (10000 for reported numbers).")
+        self.datamodule, self.names = datamodule, list(names)
+        self.backbone_name = resolve_backbone(backbone, datamodule)
+        self.num_samples = int(toy_num_samples if self.toy else num_samples)
+        self.seed, self.cache_dir, self.batch_size = int(seed), Path(cache_dir).expanduser(), int(batch_size)
+        self.inception_weights, self.classifier_hparams = inception_weights, dict(classifier or {})
+        self.kid_subsets = int(kid_subsets)
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self._backbone: Backbone | None = None
+        self._references: dict[tuple[str, int], Reference] = {}
+        self._train_images: torch.Tensor | None = None
+
+    @property
+    def toy(self) -> bool:
+        return self.backbone_name == "toy"
+
+    @property
+    def backbone(self) -> Backbone:
+        if self._backbone is None:
+            self._backbone = build_backbone(self.backbone_name, self.datamodule, self.device, self.cache_dir,
+                                            self.inception_weights, self.classifier_hparams)
+        return self._backbone
+
+    def reference(self, split: str, num_samples: int | None = None) -> Reference:
+        """Real features of (up to) `num_samples` images of `split`, from the disk cache when it has them."""
+        key = (split, int(num_samples or self.num_samples))
+        if key not in self._references:
+            self._references[key] = load_reference(self.datamodule, split, self.backbone, key[1],
+                                                   self.cache_dir, self.batch_size)
+        return self._references[key]
+
+    # ---- generation -------------------------------------------------------------------------------
+    def evaluate(self, module, split: str = "val", seed: int | None = None, ema: bool | None = None,
+                 ckpt: str | None = None, num_samples: int | None = None, keep_samples: bool = False) -> Evaluation:
+        """Draw this rank's share of `num_samples` fresh samples from `module` and score them against `split`.
+
+        The real side uses up to the same number of images of `split` (fewer when the split is smaller).
+        """
+        seed = self.seed if seed is None else int(seed)
+        num_samples = self.num_samples if num_samples is None or self.toy else int(num_samples)
+        rank, world_size = rank_and_world_size()
+        n_local = num_samples // world_size + (rank < num_samples % world_size)
+        fake, labels = generate(module, n_local, sample_seed(seed, rank), self.batch_size, ema)
+        used_ema = getattr(module, "ema_generator", None) is not None and ema is not False
+        context = {"ckpt": None if ckpt is None else str(ckpt), "g_iter": int(getattr(module, "g_iter", 0)),
+                   "ema": used_ema}
+        evaluation = self.score(fake, split, seed, context, num_real=num_samples)
+        if keep_samples:
+            evaluation.samples = gather_rows(fake, self.device)
+            evaluation.labels = None if labels is None else gather_rows(labels, self.device)
+        return evaluation
+
+    # ---- scoring ----------------------------------------------------------------------------------
+    def score(self, fake: torch.Tensor, split: str, seed: int, context: dict[str, Any] | None = None,
+              num_real: int | None = None) -> Evaluation:
+        """Values of this rank's generated samples `fake`, together with the other ranks', against `split`."""
+        num_real = int(num_real or self.num_samples)
+        if self.toy:
+            values, provenance, distributions = self._score_toy(fake, split, num_real)
+        else:
+            values, provenance, distributions = self._score_images(fake, split, seed, num_real)
+        provenance.update({
+            "dataset": self.datamodule.name, "split": split, "seed": seed,
+            "metrics": list(TOY_VALUES) if self.toy else self.names,
+            "world_size": rank_and_world_size()[1], "torch_fidelity": torch_fidelity.__version__,
+            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "ckpt": None, "g_iter": None, "ema": None,  # what was evaluated: filled in by `evaluate` (context)
+        })
+        provenance.update(context or {})
+        return Evaluation(values, provenance, distributions)
+
+    def _score_images(self, fake: torch.Tensor, split: str, seed: int, num_real: int):
+        features = self.backbone.features(fake, self.batch_size)
+        pool = gather_rows(features["pool"], self.device)
+        reference = self.reference(split, num_real)
+        values: dict[str, float] = {}
+        provenance = {**self.backbone.provenance(), "image_size": int(self.datamodule.shape[-1]),
+                      "num_real": reference.num_real, "num_fake": len(pool),
+                      "reference_key": cache_key(reference.key)}
+        if "fid" in self.names:
+            values["fid"] = scores.frechet_distance(scores.gaussian_statistics(pool), reference.stats)
+        if "is" in self.names:
+            values.update(scores.inception_score(gather_rows(features["logits"], self.device), seed))
+            provenance["is_splits"] = min(scores.IS_SPLITS, len(pool))
+        if "kid" in self.names:
+            kid = scores.kernel_distance(pool, reference.features, seed, self.kid_subsets)
+            provenance.update(kid_subset_size=kid.pop("kid_subset_size"), kid_subsets=self.kid_subsets)
+            values.update(kid)
+        if "pr" in self.names:
+            if min(len(pool), reference.num_real) <= scores.PR_NEIGHBORHOOD:
+                raise UserError(f"Precision/recall with k={scores.PR_NEIGHBORHOOD} needs more than "
+                                f"{scores.PR_NEIGHBORHOOD} samples per set, got {len(pool)} generated and "
+                                f"{reference.num_real} real. Increase num_samples or drop pr from the metrics.")
+            values.update(scores.precision_recall(pool, reference.features))
+            provenance["pr_neighborhood"] = scores.PR_NEIGHBORHOOD
+        values["diversity"] = scores.mean_pairwise_distance(pool) / reference.diversity
+        distributions = {}
+        if "memorization" in self.names:
+            memorization, distributions = self._memorization(fake, split, num_real)
+            values.update(memorization)
+        return values, provenance, distributions
+
+    def _memorization(self, fake: torch.Tensor, split: str, num_real: int):
+        if self._train_images is None:
+            self._train_images = load_tensors(self.datamodule.dataset("train"), uint8=True)[0]
+        fake_distances = gather_rows(nearest_distances(to_uint8(fake), self._train_images, device=self.device), self.device)
+        held_out = load_tensors(self.datamodule.dataset(split), num_real, uint8=True)[0]
+        real_distances = nearest_distances(held_out, self._train_images, device=self.device)
+        return memorization_summary(fake_distances, real_distances)
+
+    def _score_toy(self, fake: torch.Tensor, split: str, num_real: int):
+        from gan.data.toy import mixture
+
+        points = gather_rows(fake.double(), self.device)
+        means, std = mixture(self.datamodule.name)
+        real, _ = load_tensors(self.datamodule.dataset(split), num_real)
+        values: dict[str, float] = dict(toy_metrics(points, means, std))
+        values["diversity"] = scores.mean_pairwise_distance(points) / scores.mean_pairwise_distance(real)
+        provenance = {"backbone": "toy", "weights_sha256": None, "resize": None, "image_size": None,
+                      "num_real": len(real), "num_fake": len(points), "mixture_std": std}
+        return values, provenance, {}
+
+
+def sample_seed(seed: int, rank: int) -> int:
+    """Distinct sample streams per rank and per evaluation seed."""
+    return int(seed) * 1_000_003 + int(rank)
+
+
+@torch.no_grad()
+def generate(module, n: int, seed: int, batch_size: int = 250, ema: bool | None = None):
+    """(samples on the CPU, labels or None): `n` samples drawn from `module.sample` with a private generator.
+
+    The generator is seeded here, so training randomness is untouched and the samples depend only on `seed`.
+    Conditional models get uniformly random labels.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    num_classes = getattr(module, "num_classes", None)
+    labels = torch.randint(int(num_classes), (n,), generator=generator) if num_classes else None
+    samples = []
+    for start in range(0, n, batch_size):
+        y = None if labels is None else labels[start:start + batch_size]
+        samples.append(module.sample(min(batch_size, n - start), labels=y, ema=ema, generator=generator).float().cpu())
+    return (torch.cat(samples) if samples else torch.empty(0)), labels
