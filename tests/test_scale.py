@@ -60,6 +60,7 @@ def test_slurm_launcher_matches_tasks_to_devices():
     assert launcher.tasks_per_node == 4 and launcher.gpus_per_node == 4 and launcher.nodes == 2
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes_writes_one_run_and_resumes_in_one_process(tmp_path):
     run = tmp_path / "ddp"
     result = run_cli("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "g_iters=4", "model.log_every=1",

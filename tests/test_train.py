@@ -112,6 +112,7 @@ def _assert_same(a, b, path=""):
         assert a == b, path
 
 
+@pytest.mark.slow
 def test_run_killed_and_resumed_ends_like_an_uninterrupted_run(tmp_path):
     args = ["data=digits", "data.image_size=8", "data.batch_size=16", "model.generator.width=8",
             "model.discriminator.width=8", "model.ema_decay=0.9", "model.n_critic=2", "g_iters=120",
