@@ -22,6 +22,8 @@ from gan.losses import get_loss, get_regularizer
 
 
 class GANModule(pl.LightningModule):
+    auxiliary_classifier = False  # whether the loop trains D's class head (ACGAN sets it)
+
     def __init__(
         self,
         generator: nn.Module,
@@ -54,6 +56,9 @@ class GANModule(pl.LightningModule):
             raise UserError(f"model.n_critic and model.pack must be positive integers, got n_critic={n_critic}, pack={pack}.")
         self.n_critic, self.pack = n_critic, pack
         self.conditional = conditioning != "none"
+        if conditioning == "acgan" and not self.auxiliary_classifier:
+            raise UserError("model.conditioning=acgan (an auxiliary classifier in D) is trained by the ACGAN model "
+                            "only: use model=acgan, or another conditioning (concat, projection) with this model.")
         if self.conditional and pack > 1:
             raise UserError("Packing (model.pack > 1) is defined for unconditional GANs only; set model.pack=1 "
                             "or model.conditioning=none.")
@@ -117,22 +122,31 @@ class GANModule(pl.LightningModule):
     def on_train_start(self) -> None:
         self._segment_start, self._seconds_at_start = time.perf_counter(), self.train_seconds
 
+    def packed(self, x: Tensor) -> Tensor:
+        """PacGAN packing: m consecutive samples stacked along channels become one input of D."""
+        if self.pack == 1:
+            return x
+        return x.reshape(x.shape[0] // self.pack, self.pack * x.shape[1], *x.shape[2:])
+
     def critic(self, x: Tensor, y: Tensor | None) -> Tensor:
         """D's adversarial logits, with PacGAN packing: m samples are judged jointly as one."""
-        if self.pack > 1:
-            x = x.reshape(x.shape[0] // self.pack, self.pack * x.shape[1], *x.shape[2:])
-        return self.discriminator(x, y)
+        return self.discriminator(self.packed(x), y)
 
     def discriminator_loss(self, real: Tensor, y_real: Tensor | None, fake: Tensor, y_fake: Tensor | None) -> Tensor:
         d_real, d_fake = self.critic(real, y_real), self.critic(fake, y_fake)
         loss = self.loss.d(d_real, d_fake)
         self._last.update(d_real=self.loss.d_output(d_real).mean(), d_fake=self.loss.d_output(d_fake).mean())
-        if self.regularizer is not None and self.reg_weight:
-            y = y_real
-            penalty = self.regularizer(lambda x: self.critic(x, y), real, fake, self.rng)
-            self._last["reg"] = penalty.detach()
-            loss = loss + self.reg_weight * penalty
-        return loss
+        return loss + self.regularization(real, y_real, fake)
+
+    def regularization(self, real: Tensor, y_real: Tensor | None, fake: Tensor) -> Tensor | float:
+        """reg_weight x the regulariser, on D's actual (packed) inputs: with packing, D's input gradient is
+        taken with respect to the packed sample, and interpolates mix whole packs (PacGAN + WGAN-GP)."""
+        if self.regularizer is None or not self.reg_weight:
+            return 0.0
+        penalty = self.regularizer(lambda x: self.discriminator(x, y_real), self.packed(real), self.packed(fake),
+                                   self.rng)
+        self._last["reg"] = penalty.detach()
+        return self.reg_weight * penalty
 
     def generator_loss(self, fake: Tensor, y_fake: Tensor | None) -> Tensor:
         return self.loss.g(self.critic(fake, y_fake))
@@ -151,37 +165,36 @@ class GANModule(pl.LightningModule):
         with torch.no_grad():
             y_fake = self.random_labels(n)
             fake = self.generator(self.noise(n), y_fake)
-        self.toggle_optimizer(opt_d)
-        d_loss = self.discriminator_loss(real, y_real, fake, y_fake)
-        self._check_finite("discriminator", d_loss)
-        opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(d_loss)
-        opt_d.step()
-        self.untoggle_optimizer(opt_d)
+        self._last["d_loss"] = self._update(opt_d, "discriminator",
+                                            lambda: self.discriminator_loss(real, y_real, fake, y_fake))
         self.after_discriminator_step()
         self.d_steps += 1
         self.images_seen += n * (self.trainer.world_size if self._trainer else 1)
-        self._last["d_loss"] = d_loss.detach()
         if self.d_steps % self.n_critic:
             return
 
-        self.toggle_optimizer(opt_g)
-        y_fake = self.random_labels(n)
-        fake = self.generator(self.noise(n), y_fake)
-        g_loss = self.generator_loss(fake, y_fake)
-        self._check_finite("generator", g_loss)
-        opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(g_loss)
-        opt_g.step()
-        self.untoggle_optimizer(opt_g)
+        def g_loss() -> Tensor:
+            y = self.random_labels(n)
+            return self.generator_loss(self.generator(self.noise(n), y), y)
+
+        self._last["g_loss"] = self._update(opt_g, "generator", g_loss)
         self._update_ema()
         self.g_iter += 1
-        self._last["g_loss"] = g_loss.detach()
         self.train_seconds = self._seconds_at_start + time.perf_counter() - self._segment_start
         # ModelCheckpoint names periodic files by g_iter; the progress bar shows it too.
         self.log("g_iter", float(self.g_iter), prog_bar=True, logger=False)
         if self.g_iter % self.log_every == 0:
             self._log_training()
+
+    def _update(self, optimizer, player: str, compute_loss: Callable[[], Tensor]) -> Tensor:
+        """One optimiser step of one player; only that player's parameters take gradients."""
+        with self.toggled_optimizer(optimizer):
+            loss = compute_loss()
+            self._check_finite(player, loss)
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            optimizer.step()
+        return loss.detach()
 
     def _log_training(self) -> None:
         values = {f"train/{k}": v.item() for k, v in self._last.items()}
