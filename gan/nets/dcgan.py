@@ -20,13 +20,13 @@ from gan.nets.conditioning import (
 )
 
 
-def upsamplings(shape) -> int:
+def upsamplings(shape, networks: str = "DCGAN") -> int:
     """Number of stride-2 stages between 4x4 and the image; the image must be square with side 2^k >= 8."""
     if len(shape) != 3 or shape[1] != shape[2] or shape[1] < 8 or shape[1] & (shape[1] - 1):
         raise UserError(
-            f"DCGAN networks make square images whose side is a power of two of at least 8, but the data has "
+            f"{networks} networks make square images whose side is a power of two of at least 8, but the data has "
             f"shape {tuple(shape)} (channels, height, width). Set a supported size, e.g. `data.image_size=32` "
-            f"or `data.image_size=64`; for 2-D toy data use `model=gan` (MLP networks)."
+            f"or `data.image_size=64`; for 2-D toy data use MLP networks (`model=gan`, or `model.arch=mlp`)."
         )
     return int(math.log2(shape[1])) - 2
 

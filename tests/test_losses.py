@@ -1,0 +1,121 @@
+"""Every adversarial loss and regulariser against a value computed by hand on a tiny case."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from gan.errors import UserError
+from gan.losses import LOSSES, REGULARIZERS, get_loss, get_regularizer
+from gan.models.base import GANModule
+
+REAL, FAKE = torch.tensor([1.0, -2.0]), torch.tensor([0.5, 3.0])
+
+
+def sigmoid(v: float) -> float:
+    return 1 / (1 + math.exp(-v))
+
+
+def mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
+# D's loss on (REAL, FAKE) and G's loss on FAKE, written out from the papers' formulas
+EXPECTED = {
+    "minimax": (-mean(math.log(sigmoid(r)) for r in REAL.tolist()) - mean(math.log(1 - sigmoid(f)) for f in FAKE.tolist()),
+                mean(math.log(1 - sigmoid(f)) for f in FAKE.tolist())),
+    "non_saturating": (-mean(math.log(sigmoid(r)) for r in REAL.tolist()) - mean(math.log(1 - sigmoid(f)) for f in FAKE.tolist()),
+                       -mean(math.log(sigmoid(f)) for f in FAKE.tolist())),
+    "wasserstein": ((0.5 + 3.0) / 2 - (1.0 - 2.0) / 2, -(0.5 + 3.0) / 2),
+    "hinge": ((0 + 3) / 2 + (1.5 + 4) / 2, -(0.5 + 3.0) / 2),
+    "least_squares": (0.5 * (0 + 9) / 2 + 0.5 * (0.25 + 9) / 2, 0.5 * (0.25 + 4) / 2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_loss_equals_the_hand_computed_value(name):
+    assert set(EXPECTED) == set(LOSSES)  # a new loss needs its hand-computed case here
+    loss = get_loss(name)
+    d_expected, g_expected = EXPECTED[name]
+    assert loss.d(REAL, FAKE).item() == pytest.approx(d_expected, rel=1e-6)
+    assert loss.g(FAKE).item() == pytest.approx(g_expected, rel=1e-6)
+    probability = loss.d_output(torch.tensor([0.0]))
+    assert probability.item() == (0.5 if loss.probabilistic else 0.0)
+
+
+def linear_critic(w: torch.Tensor):
+    return lambda x: x.flatten(1) @ w + 0.7
+
+
+def quadratic_critic(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (x.flatten(1) ** 2).sum(1)  # gradient = x
+
+
+def test_penalties_of_a_linear_critic_are_known_in_closed_form():
+    real, fake = torch.randn(6, 2), torch.randn(6, 2)
+    critic = linear_critic(torch.tensor([3.0, 4.0]))  # gradient (3, 4) everywhere, norm 5
+    rng = torch.Generator().manual_seed(0)
+    assert get_regularizer("gp")(critic, real, fake, rng).item() == pytest.approx((5 - 1) ** 2)
+    assert get_regularizer("r1")(critic, real, fake, rng).item() == pytest.approx(0.5 * 5**2)
+    assert get_regularizer("dragan")(critic, real, fake, rng).item() == pytest.approx((5 - 1) ** 2)
+
+
+def test_penalties_are_taken_where_each_paper_takes_them():
+    """With grad f(x) = x the penalty reveals the points it was evaluated at."""
+    real, fake = torch.randn(5, 2), torch.randn(5, 2) + 3
+    eps = torch.rand(5, 1, generator=torch.Generator().manual_seed(1))
+    interpolates = eps * real + (1 - eps) * fake
+    gp = get_regularizer("gp")(quadratic_critic, real, fake, torch.Generator().manual_seed(1))
+    assert gp.item() == pytest.approx(((interpolates.norm(dim=1) - 1) ** 2).mean().item(), rel=1e-5)
+
+    r1 = get_regularizer("r1")(quadratic_critic, real, fake, torch.Generator())
+    assert r1.item() == pytest.approx(0.5 * (real.norm(dim=1) ** 2).mean().item(), rel=1e-5)  # real data only
+
+    noise = torch.rand(real.shape, generator=torch.Generator().manual_seed(2))
+    perturbed = real + 0.5 * real.std() * noise
+    dragan = get_regularizer("dragan")(quadratic_critic, real, fake, torch.Generator().manual_seed(2))
+    assert dragan.item() == pytest.approx(((perturbed.norm(dim=1) - 1) ** 2).mean().item(), rel=1e-5)
+
+
+def test_penalty_gradient_flows_to_the_critic():
+    """The penalty must train D (create_graph=True), not just be reported."""
+    layer = nn.Linear(2, 1)
+    for name in REGULARIZERS:
+        layer.zero_grad()
+        penalty = get_regularizer(name)(lambda x: layer(x).squeeze(1), torch.randn(4, 2), torch.randn(4, 2),
+                                        torch.Generator().manual_seed(0))
+        penalty.backward()
+        assert layer.weight.grad.abs().sum() > 0, name
+
+
+class LinearD(nn.Module):
+    def __init__(self, w):
+        super().__init__()
+        self.w = nn.Parameter(w)
+
+    def forward(self, x, y=None):
+        return x.flatten(1) @ self.w
+
+
+@pytest.mark.parametrize("regularizer", ["gp", "r1"])
+def test_with_packing_the_penalty_uses_the_gradient_of_the_packed_input(regularizer):
+    """PacGAN's D sees m samples as one input; its Lipschitz constant is with respect to that input."""
+    w = torch.tensor([1.0, 2.0, 2.0, 4.0])  # packed norm 5; per-sample parts have norms sqrt(5), sqrt(20)
+    module = GANModule(nn.Identity(), LinearD(w), None, None, latent_dim=2, regularizer=regularizer,
+                       reg_weight=2.0, pack=2)
+    value = module.regularization(torch.randn(8, 2), None, torch.randn(8, 2))
+    expected = (5 - 1) ** 2 if regularizer == "gp" else 0.5 * 25
+    assert value.item() == pytest.approx(2.0 * expected)
+
+
+def test_unknown_loss_and_regulariser_name_the_choices():
+    with pytest.raises(UserError, match="least_squares") as error:
+        get_loss("wassersteinn")
+    assert "model.loss" in str(error.value)
+    with pytest.raises(UserError, match="dragan") as error:
+        get_regularizer("l2")
+    assert "model.regularizer" in str(error.value)
+    assert get_regularizer("none") is None and get_regularizer(None) is None

@@ -1,0 +1,207 @@
+"""The GAN zoo: every model and toy experiment config trains through the composed config; the variants do what
+their papers say (clipping, auxiliary classifier, spectral norm, architectures); conditional layouts; bad input."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from PIL import Image
+
+from conftest import CONF, compose_config
+from gan.errors import UserError
+from gan.models.acgan import ACGAN
+from gan.models.wgan import WGAN
+from gan.nets.arch import DISCRIMINATORS, discriminator, generator
+from gan.train import load_checkpoint, train
+
+MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if not p.stem.startswith("_"))
+TOY_EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("toy_*.yaml"))
+CONDITIONAL = ["cgan", "acgan", "projection"]
+DIGITS = ["data=digits", "data.image_size=8", "data.batch_size=16"]
+
+
+def tiny(cfg_model) -> list[str]:
+    """Overrides that shrink whichever networks a model config uses to a few channels."""
+    if "arch" in cfg_model:
+        return [f"model.{net}.{arch}.width=8" for net in ("generator", "discriminator") for arch in ("dcgan", "cnn", "resnet")] + \
+               [f"model.{net}.mlp.hidden=32" for net in ("generator", "discriminator")]
+    return [f"model.{net}.{key}={8 if key == 'width' else 32}" for net in ("generator", "discriminator")
+            for key in ("width", "hidden") if key in cfg_model[net]]
+
+
+def compose_tiny(run: Path, *overrides: str):
+    cfg = compose_config(run, *overrides)
+    return compose_config(run, *overrides, *tiny(cfg.model))
+
+
+def user_error(excinfo) -> UserError:
+    """The UserError itself, or the one Hydra's instantiate wrapped while building the networks."""
+    error = excinfo.value
+    while error is not None and not isinstance(error, UserError):
+        error = error.__cause__ or error.__context__
+    assert error is not None, f"expected a UserError, got {excinfo.value!r}"
+    return error
+
+
+# ---------------------------------------------------------------- every config trains
+
+
+@pytest.mark.parametrize("overrides", [[f"model={m}"] for m in MODELS] + [["model=sngan", "model.arch=cnn"]],
+                         ids=lambda o: " ".join(o))
+def test_every_model_config_trains_a_few_steps(tmp_path, overrides):
+    run = tmp_path / "run"
+    cfg = compose_tiny(run, *overrides, *DIGITS, "g_iters=2", "model.log_every=1")
+    train(cfg)
+    _, _, module = load_checkpoint(run)
+    assert module.g_iter == 2 and module.d_steps == 2 * cfg.model.n_critic
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(torch.isfinite(torch.tensor([r["train/d_loss"], r["train/g_loss"]])).all() for r in records)
+    assert module.sample(3).shape == (3, 1, 8, 8)
+
+
+@pytest.mark.parametrize("experiment,data", [(e, ("ring", "grid")[i % 2]) for i, e in enumerate(TOY_EXPERIMENTS)])
+def test_every_toy_experiment_trains(tmp_path, experiment, data):
+    run = tmp_path / "run"
+    cfg = compose_config(run, f"experiment={experiment}", f"data={data}", "trainer.max_steps=12",
+                         "callbacks.samples.every_g_iters=1000")
+    assert cfg.model.generator.get("mlp", cfg.model.generator).get("hidden") and cfg.data.name == data
+    train(cfg)
+    _, _, module = load_checkpoint(run)
+    assert module.d_steps + module.g_iter == 12 and module.sample(5).shape == (5, 2)
+
+
+def test_toy_experiments_share_one_update_budget(tmp_path):
+    budgets = {e: compose_config(tmp_path, f"experiment={e}").trainer.max_steps for e in TOY_EXPERIMENTS}
+    assert len(set(budgets.values())) == 1, budgets
+
+
+# ---------------------------------------------------------------- the variants' own mechanics
+
+
+def test_wgan_clips_every_critic_weight_and_uses_rmsprop(tmp_path):
+    cfg = compose_tiny(tmp_path / "run", "model=wgan", *DIGITS, "model.clip=0.003")
+    module = instantiate(cfg.model)
+    assert isinstance(module, WGAN)
+    g_opt, d_opt = module.configure_optimizers()
+    assert isinstance(d_opt, torch.optim.RMSprop) and d_opt.defaults["lr"] == 5e-5
+    with torch.no_grad():
+        for p in module.discriminator.parameters():
+            p.uniform_(-1, 1)
+    module.after_discriminator_step()
+    values = torch.cat([p.flatten() for p in module.discriminator.parameters()])
+    assert values.abs().max() <= 0.003 and values.abs().max() > 0.0029
+
+
+def test_acgan_trains_the_auxiliary_classifier_on_real_and_fake():
+    torch.manual_seed(0)
+    G = generator("mlp", [2], latent_dim=4, num_classes=3, conditioning="acgan", mlp={"hidden": 16, "depth": 1})
+    D = discriminator("mlp", [2], norm="none", num_classes=3, conditioning="acgan", mlp={"hidden": 16, "depth": 1})
+    module = ACGAN(generator=G, discriminator=D, g_optimizer=None, d_optimizer=None, latent_dim=4, num_classes=3,
+                   conditioning="acgan", loss="non_saturating", grid_size=6)
+    real, fake = torch.randn(6, 2), torch.randn(6, 2)
+    y_real, y_fake = torch.tensor([0, 1, 2, 0, 1, 2]), torch.tensor([2, 2, 1, 1, 0, 0])
+    d_adv, c_real = D(real, y_real, return_class_logits=True)
+    d_adv_fake, c_fake = D(fake, y_fake, return_class_logits=True)
+    expected = (module.loss.d(d_adv, d_adv_fake) + torch.nn.functional.cross_entropy(c_real, y_real)
+                + torch.nn.functional.cross_entropy(c_fake, y_fake))
+    assert module.discriminator_loss(real, y_real, fake, y_fake).item() == pytest.approx(expected.item(), rel=1e-6)
+    expected_g = module.loss.g(d_adv_fake) + torch.nn.functional.cross_entropy(c_fake, y_fake)
+    assert module.generator_loss(fake, y_fake).item() == pytest.approx(expected_g.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("arch", sorted(DISCRIMINATORS))
+def test_spectral_norm_bounds_the_largest_singular_value_of_every_layer(arch):
+    torch.manual_seed(0)
+    shape = [2] if arch == "mlp" else [3, 16, 16]
+    D = discriminator(arch, shape, norm="spectral", **{arch: {"hidden": 32} if arch == "mlp" else {"width": 8}})
+    layers = [m for m in D.modules() if hasattr(m, "parametrizations")]
+    assert len(layers) >= 3
+    with torch.no_grad():
+        for layer in layers:
+            layer.parametrizations.weight.original.mul_(100)  # raw weights far above norm 1
+        for _ in range(100):  # each training-mode forward runs one power iteration
+            D(torch.randn(4, *shape))
+        for layer in layers:
+            raw = layer.parametrizations.weight.original
+            assert torch.linalg.matrix_norm(raw.flatten(1), ord=2) > 2
+            assert torch.linalg.matrix_norm(layer.weight.flatten(1), ord=2) == pytest.approx(1.0, abs=5e-3)
+
+
+def test_spectrally_normalised_mlp_critic_is_1_lipschitz():
+    torch.manual_seed(0)
+    D = discriminator("mlp", [2], norm="spectral", mlp={"hidden": 64})
+    for _ in range(30):
+        D(torch.randn(8, 2))
+    D.eval()
+    x = (torch.randn(256, 2) * 3).requires_grad_(True)
+    (grad,) = torch.autograd.grad(D(x).sum(), x)
+    assert grad.norm(dim=1).max() <= 1.0 + 1e-4
+
+
+@pytest.mark.parametrize("arch,size,published", [("resnet", 32, (4_276_739, 1_053_825)),
+                                                 ("cnn", 32, None), ("resnet", 8, None), ("cnn", 64, None)])
+def test_architectures_read_image_size_and_channels_from_the_data(arch, size, published):
+    for channels in (1, 3):
+        G = generator(arch, [channels, size, size], latent_dim=128)
+        D = discriminator(arch, [channels, size, size], norm="spectral", pack=2)
+        x = G(torch.randn(4, 128))
+        assert x.shape == (4, channels, size, size) and x.abs().max() <= 1
+        assert D(x.reshape(2, 2 * channels, size, size)).shape == (2,)  # packed: 2 samples per D input
+    if published:  # SNGAN's CIFAR-10 ResNet: 4.3M (G) and 1.0M (D) parameters, as in Mimicry
+        D = discriminator(arch, [3, size, size], norm="spectral")
+        assert (sum(p.numel() for p in G.parameters()), sum(p.numel() for p in D.parameters())) == published
+
+
+def test_sngan_arch_is_one_override_and_its_defaults_follow_the_paper(tmp_path):
+    cfg = compose_config(tmp_path, "model=sngan", "data=cifar10")
+    assert (cfg.model.loss, cfg.model.discriminator.norm, cfg.model.n_critic, list(cfg.model.betas)) == \
+           ("hinge", "spectral", 5, [0.0, 0.9])
+    cnn = compose_config(tmp_path, "model=sngan", "model.arch=cnn", "data=cifar10")
+    assert type(instantiate(cnn.model.generator)).__name__ == "SNGANCNNGenerator"
+    assert type(instantiate(cnn.model.discriminator)).__name__ == "SNGANCNNDiscriminator"
+    gp = compose_config(tmp_path, "model=wgan_gp", "data=cifar10")
+    assert (gp.model.regularizer, gp.model.reg_weight, gp.model.discriminator.norm, gp.model.n_critic) == \
+           ("gp", 10.0, "none", 5)
+
+
+# ---------------------------------------------------------------- conditional layout
+
+
+@pytest.mark.parametrize("model", CONDITIONAL)
+def test_conditional_models_draw_one_row_per_class(tmp_path, model):
+    run = tmp_path / "run"
+    train(compose_tiny(run, f"model={model}", *DIGITS, "g_iters=2", "callbacks.samples.every_g_iters=2",
+                       "callbacks.samples.min_tile=8"))
+    _, _, module = load_checkpoint(run)
+    columns = module.grid_columns
+    assert torch.equal(module.fixed_labels, torch.arange(10).repeat_interleave(columns))
+    grid = Image.open(run / "samples" / "iter_000002.png")
+    assert grid.size == (columns * (8 + 2) + 2, 10 * (8 + 2) + 2)  # 10 rows of 8x8 images, 2-pixel padding
+    z = torch.randn(1, module.latent_dim).repeat(10, 1)
+    samples = module.sample(z=z, labels=torch.arange(10))
+    assert not torch.allclose(samples[0], samples[1])  # the label, not only z, decides the image
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("case,overrides,match", [
+    ("conditional on unlabelled data", ["model=cgan", "data=ring"], "labelled"),
+    ("projection on unlabelled data", ["model=projection", "model.arch=mlp", "data=grid"], "labelled"),
+    ("acgan without its classifier", ["model=dcgan", "model.conditioning=acgan", *DIGITS], "model=acgan"),
+    ("acgan with another conditioning", ["model=acgan", "model.conditioning=concat", *DIGITS], "conditioning=acgan"),
+    ("unknown loss", ["model=sngan", "model.loss=hinge2", *DIGITS], "least_squares"),
+    ("unknown regulariser", ["model=wgan_gp", "model.regularizer=l2", *DIGITS], "dragan"),
+    ("unknown architecture", ["model=sngan", "model.arch=vgg", *DIGITS], "resnet"),
+    ("conv nets on 2-D data", ["model=sngan", "data=ring"], "model.arch=mlp"),
+    ("rmsprop with betas", ["model=wgan", "model.betas=[0.5,0.9]", *DIGITS], "betas=null"),
+    ("pack does not divide the batch", ["experiment=toy_pacgan", "data.batch_size=30", "g_iters=1"], "divide"),
+])
+def test_bad_input_gives_a_clear_error(tmp_path, case, overrides, match):
+    run = tmp_path / "run"
+    with pytest.raises(Exception) as excinfo:
+        train(compose_config(run, *overrides))
+    assert match in str(user_error(excinfo))
