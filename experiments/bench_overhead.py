@@ -40,7 +40,7 @@ def plain_loop(cfg) -> float:
     dm = instantiate(cfg.data)
     module = instantiate(cfg.model)
     G, D, loss = module.generator, module.discriminator, module.loss
-    opt_g, opt_d = module.g_optimizer(G.parameters()), module.d_optimizer(D.parameters())
+    opt_g, opt_d = module.configure_optimizers()  # the model's players: generator, discriminator
     loader = DataLoader(dm.dataset("train"), batch_size=dm.batch_size, shuffle=True, drop_last=True)
     batches, d_steps, g_iters = iter(loader), 0, 0
     start = time.perf_counter()

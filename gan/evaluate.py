@@ -52,7 +52,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> tuple[Evaluation, Path]:
     import torch
 
     from gan.metrics.evaluator import Evaluator
-    from gan.metrics.storage import save_json
+    from gan.storage import save_json
 
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
     run_cfg, datamodule, module = load_checkpoint(ckpt)
@@ -80,7 +80,7 @@ def save_samples(evaluation: Evaluation, path: Path) -> None:
     import numpy as np
 
     from gan.metrics.quantize import to_uint8
-    from gan.metrics.storage import atomic_write
+    from gan.storage import atomic_write
 
     samples = evaluation.samples
     array = samples.numpy() if samples.dim() == 2 else to_uint8(samples).permute(0, 2, 3, 1).numpy()

@@ -1,8 +1,9 @@
 """The one place that builds objects from the config: data, model, callbacks, loggers, trainer; then fits."""
 from __future__ import annotations
 
-import json
+import inspect
 import os
+import re
 import secrets
 import shutil
 import time
@@ -12,12 +13,15 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from hydra.errors import InstantiationException
+from hydra.utils import get_object
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities import rank_zero_only
 
 from gan.callbacks.checkpoint import AtomicCheckpointIO, EmbedConfig
+from gan.callbacks.progress import IterationBudget
 from gan.errors import DivergenceError, UserError
+from gan.storage import save_json
 
 # Checkpoints land after the generator update by design (see GIterCheckpoint), not a surprise to warn about.
 warnings.filterwarnings("ignore", message=".*manual optimization and every_n_train_steps.*")
@@ -25,7 +29,8 @@ warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).
 
 
 def instantiate(cfg, **kwargs):
-    """Hydra's instantiate, letting our UserError through instead of wrapped in an InstantiationException."""
+    """Hydra's instantiate, letting our UserError through instead of wrapped in an InstantiationException,
+    and turning a key the target does not take into a UserError that lists the keys it does take."""
     try:
         return hydra_instantiate(cfg, **kwargs)
     except InstantiationException as error:
@@ -34,7 +39,31 @@ def instantiate(cfg, **kwargs):
             cause = cause.__cause__
         if isinstance(cause, UserError):
             raise cause from None
+        unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(cause))
+        target = cfg.get("_target_") if isinstance(cfg, DictConfig) else None
+        if isinstance(cause, TypeError) and unexpected and target:
+            accepted = accepted_keys(get_object(target))
+            raise UserError(
+                f"Unknown key '{unexpected.group(1)}' in the config of {target}. It accepts: {', '.join(accepted)}. "
+                f"Check the spelling in the YAML file or the command line (e.g. model.n_critic, not model.n_critc)."
+            ) from None
         raise
+
+
+def accepted_keys(target) -> list[str]:
+    """The keyword arguments a class (through the __init__ chain of its bases, while they pass **kwargs on) or a
+    function accepts."""
+    keys: list[str] = []
+    for owner in (target.__mro__ if isinstance(target, type) else [target]):
+        init = owner.__init__ if isinstance(target, type) else owner
+        if isinstance(target, type) and "__init__" not in vars(owner):
+            continue
+        parameters = inspect.signature(init).parameters.values()
+        keys += [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                 and p.name != "self" and p.name not in keys]
+        if not any(p.kind == p.VAR_KEYWORD for p in parameters):
+            break
+    return keys
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -97,13 +126,10 @@ def build(cfg: DictConfig, run_dir: Path):
     if cfg.get("metrics") and cfg.metrics.get("_target_"):
         callbacks.append(instantiate(cfg.metrics))
     callbacks.append(EmbedConfig(OmegaConf.to_container(cfg, resolve=True)))
-    trainer_kwargs = dict(
-        callbacks=callbacks, logger=_build_loggers(cfg, run_dir), plugins=[AtomicCheckpointIO()],
-        use_distributed_sampler=False, limit_val_batches=0, num_sanity_val_steps=0,
-    )
-    if cfg.trainer.get("max_steps", -1) in (-1, None) and not cfg.trainer.get("fast_dev_run"):
-        trainer_kwargs["max_steps"] = cfg.g_iters * (model.n_critic + 1)
-    trainer = instantiate(cfg.trainer, **trainer_kwargs)
+    callbacks.append(IterationBudget(cfg.g_iters))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=_build_loggers(cfg, run_dir),
+                          plugins=[AtomicCheckpointIO()], use_distributed_sampler=False, limit_val_batches=0,
+                          num_sanity_val_steps=0)
     return datamodule, model, trainer
 
 
@@ -111,13 +137,6 @@ def _prepare_new_run(cfg: DictConfig, run_dir: Path) -> None:
     if cfg.get("logger") and cfg.logger.get("wandb") and cfg.logger.wandb.get("id") is None:
         with open_dict(cfg):
             cfg.logger.wandb.id = secrets.token_hex(4)  # fixed now, so a resume reopens the same W&B run
-
-
-@rank_zero_only
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 def train(cfg: DictConfig, overrides: list[str] = ()) -> float | None:
@@ -150,7 +169,8 @@ def train(cfg: DictConfig, overrides: list[str] = ()) -> float | None:
         if not trainer.fast_dev_run and status == "completed":
             trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
         summary = _summarise(cfg, trainer, model, run_dir, status, time.time() - started)
-        _write_json(run_dir / "summary.json", summary)
+        if trainer.is_global_zero:
+            save_json(summary, run_dir / "summary.json")
         _print_summary(summary)
     return summary.get("objective")
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,5 +35,30 @@ def run_cli(*args: str, cwd: Path, env: dict | None = None, module: str = "gan.r
 @pytest.fixture
 def tiny_digits():
     """Overrides for the smallest real image run: 8x8 digits through the DCGAN code path."""
-    return ["data=digits", "data.image_size=8", "data.batch_size=16", "model.generator.width=8",
-            "model.discriminator.width=8"]
+    return ["data=digits", "data.image_size=8", "data.batch_size=16", "model.generator.dcgan.width=8",
+            "model.discriminator.dcgan.width=8"]
+
+
+def final_state(run: Path) -> dict:
+    """What a run's last checkpoint holds that must not depend on interruptions: weights, optimiser states,
+    counters and RNG, the data stream's position."""
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    data_state = {k: v for k, v in ckpt.items() if k.endswith("DataModule")}
+    return {"state_dict": ckpt["state_dict"], "optimizers": ckpt["optimizer_states"], "data": data_state,
+            "progress": {k: v for k, v in ckpt["gan_progress"].items() if k != "train_seconds"}}
+
+
+def assert_same(a, b, path=""):
+    """Nested dicts/lists/tensors equal (tensors to float tolerance), naming the first place they differ."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for key in a:
+            assert_same(a[key], b[key], f"{path}/{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{path}/{i}")
+    elif isinstance(a, torch.Tensor):
+        assert torch.allclose(a.float(), b.float(), rtol=1e-5, atol=1e-6), path
+    else:
+        assert a == b, path

@@ -18,7 +18,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from gan.compare import main
-from gan.report.analysis import budget_curve, expected_best_of_k
+from gan.metrics.directions import HIGHER_IS_BETTER
+from gan.report.analysis import budget_curve, expected_best_of_k, metric_spec
 from gan.report.wandb_source import record_from_history_row
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -177,6 +178,23 @@ def test_expected_best_equals_brute_force_over_subsets():
             brute = sum(pick(s) for s in subsets) / len(subsets)
             assert expected_best_of_k(values, k, lower_is_better) == pytest.approx(brute)
     assert budget_curve([3.0, 1.0, 2.0], lower_is_better=True) == pytest.approx([2.0, 4 / 3, 1.0])
+
+
+def test_direction_of_every_metric_value_comes_from_the_one_table():
+    lower = {name for name in HIGHER_IS_BETTER if metric_spec(f"val/{name}").lower_is_better}
+    assert lower == {"fid", "kid", "reverse_kl"}  # distances and divergences; scores, coverage and spread go up
+    assert {"diversity", "modes", "high_quality"} < HIGHER_IS_BETTER.keys()
+
+
+def test_best_diversity_is_the_highest(tmp_path: Path, capsys):
+    run = write_run(tmp_path / "runs" / "0", "dcgan", 0, [40.0, 25.5, 30.0], 27.25)
+    with open(run / "metrics.jsonl", "a") as f:
+        for g_iter, diversity in ((500, 0.52), (1000, 0.91), (1500, 0.7)):
+            f.write(json.dumps({"g_iter": g_iter, "val/diversity": diversity,
+                                "provenance": {**PROVENANCE, "g_iter": g_iter}}) + "\n")
+    assert main([str(tmp_path / "runs"), "--metric", "diversity", "--out", str(tmp_path / "r.html")]) == 0
+    row = table_rows(capsys.readouterr().out)["runs/0"]
+    assert (row["best val/diversity"], row["at g_iter"]) == ("0.91", "1000")
 
 
 def test_incompatible_provenance_is_refused(sweep: Path, tmp_path: Path, capsys):

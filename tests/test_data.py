@@ -7,7 +7,6 @@ import hashlib
 import itertools
 import pickle
 from pathlib import Path
-from types import SimpleNamespace
 
 import hydra.utils
 import numpy as np
@@ -387,16 +386,28 @@ def test_sampler_shards_global_batches_across_ranks():
         InfiniteBatchSampler(5, 3, seed=0, world_size=2)
 
 
-def test_train_dataloader_is_infinite_and_resumes_from_discriminator_steps():
+def test_train_dataloader_is_infinite_named_and_resumes_from_its_own_state():
     dm = DigitsDataModule(**common("digits", (1, 16, 16), 10, batch_size=64, image_size=16, seed=3))
     dm.setup("fit")
     batches = take(dm.train_dataloader(), 30)  # 22 batches per pass: crosses into the second pass
-    x, y = batches[0]
+    assert batches[0].keys() == {"x", "y"}
+    x, y = batches[0]["x"], batches[0]["y"]
     assert x.shape == (64, 1, 16, 16) and x.dtype == torch.float32 and y.dtype == torch.int64
-    dm.trainer = SimpleNamespace(lightning_module=SimpleNamespace(d_steps=torch.tensor(25)), global_rank=0, world_size=1)
-    resumed = take(dm.train_dataloader(), 5)
-    for (x_a, y_a), (x_b, y_b) in zip(batches[25:], resumed):
-        assert torch.equal(x_a, x_b) and torch.equal(y_a, y_b)
+    train, first = dm.dataset("train"), next(iter(InfiniteBatchSampler(len(dm.dataset("train")), 64, seed=3)))
+    assert torch.equal(x, torch.stack([train[i][0] for i in first])) and torch.equal(y, train.labels[first])
+    resumed_dm = DigitsDataModule(**common("digits", (1, 16, 16), 10, batch_size=64, image_size=16, seed=3))
+    resumed_dm.load_state_dict(dm.state_dict() | {"minibatches_consumed": 25})
+    resumed = take(resumed_dm.train_dataloader(), 5)
+    for a, b in zip(batches[25:], resumed):
+        assert torch.equal(a["x"], b["x"]) and torch.equal(a["y"], b["y"])
+    unlabelled = DigitsDataModule(**common("digits", (1, 16, 16), None, batch_size=64, image_size=16, seed=3))
+    assert take(unlabelled.train_dataloader(), 1)[0].keys() == {"x"}
+
+
+def test_an_item_of_the_stream_stacks_one_iterations_minibatches():
+    plain = take(InfiniteBatchSampler(23, 3, seed=1, start=2), 6)
+    stacked = take(InfiniteBatchSampler(23, 3, seed=1, start=2, per_item=2), 3)
+    assert stacked == [plain[0] + plain[1], plain[2] + plain[3], plain[4] + plain[5]]
 
 
 # ---------------------------------------------------------------- user errors

@@ -45,8 +45,8 @@ def cache(tmp_path_factory) -> Path:
 def trained_run(tmp_path_factory, cache) -> Path:
     """4 generator iterations of a tiny DCGAN on 8x8 digits, validated every 2, with the real training code."""
     run = tmp_path_factory.mktemp("run")
-    cfg = compose_config(run, "data=digits", "data.image_size=8", "data.batch_size=16", "model.generator.width=8",
-                         "model.discriminator.width=8", "g_iters=4", "logger=none", "callbacks.samples.every_g_iters=2",
+    cfg = compose_config(run, "data=digits", "data.image_size=8", "data.batch_size=16", "model.generator.dcgan.width=8",
+                         "model.discriminator.dcgan.width=8", "g_iters=4", "logger=none", "callbacks.samples.every_g_iters=2",
                          "callbacks.checkpoint.every_g_iters=2", "metrics=default", "metrics.every_n_g_iters=2",
                          "metrics.num_samples=64", "metrics.final_num_samples=100", "metrics.kid_subsets=10",
                          f"paths.cache_dir={cache}", fast=False)
@@ -113,9 +113,9 @@ class NoisyDigits(torch.nn.Module):
     def device(self) -> torch.device:
         return self.noise.device
 
-    def sample(self, n, labels=None, ema=None, generator=None):
+    def sample(self, n, generator=None, ema=None):
         x = self.images[torch.randint(len(self.images), (n,), generator=generator)].float() / 127.5 - 1
-        return (x + self.noise * torch.randn(x.shape, generator=generator)).clamp(-1, 1)
+        return {"x": (x + self.noise * torch.randn(x.shape, generator=generator)).clamp(-1, 1)}
 
 
 class StandInTrainer:
@@ -131,7 +131,8 @@ class StandInTrainer:
 
 
 def test_final_report_uses_the_best_weights_and_the_watchdog_names_them(tmp_path, cache):
-    dm = DigitsDataModule(name="digits", shape=(1, 8, 8), num_classes=None, batch_size=16, image_size=8, channels=1)
+    dm = DigitsDataModule(name="digits", shape=(1, 8, 8), num_classes=None, batch_size=16, image_size=8, channels=1,
+                          backbone="classifier")
     module = NoisyDigits(dm.dataset("train").data)
     callback = EvaluationCallback(names=["fid"], num_samples=100, final_num_samples=100, every_n_g_iters=2,
                                   cache_dir=str(cache), kid_subsets=10)

@@ -2,32 +2,38 @@
 from __future__ import annotations
 
 import math
+import os
 import urllib.error
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
 import torch.multiprocessing as mp
+from omegaconf import OmegaConf
 from threadpoolctl import threadpool_limits
 
 from gan.data.digits import DigitsDataModule
 from gan.data.toy import mixture
 from gan.errors import UserError
 from gan.metrics import classifier_training, feature_extractor_inception, reference, scores
+from gan.metrics.backbone import resolve_backbone
+from gan.metrics.distributed import gather_rows
 from gan.metrics.evaluator import TOY_VALUES, Evaluator
 from gan.metrics.memorization import memorization_summary, nearest_distances
-from gan.metrics.storage import cache_key, save_json, sha256_file
 from gan.metrics.toy import toy_metrics
+from gan.storage import cache_key, save_json, save_torch, sha256_file
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 PROVENANCE_KEYS = {"backbone", "weights_sha256", "resize", "image_size", "dataset", "split", "num_real", "num_fake",
                    "seed", "ckpt", "g_iter", "ema"}
 
 
 def digits(num_classes=None) -> DigitsDataModule:
     return DigitsDataModule(name="digits", shape=(1, 8, 8), num_classes=num_classes, batch_size=16,
-                            image_size=8, channels=1)
+                            image_size=8, channels=1, backbone="classifier")
 
 
 class FakeGenerator:
@@ -38,10 +44,10 @@ class FakeGenerator:
     def __init__(self, datamodule, noise: float = 0.3):
         self.images, self.noise = datamodule.dataset("train").data, noise
 
-    def sample(self, n, labels=None, ema=None, generator=None):
+    def sample(self, n, generator=None, ema=None):
         picks = torch.randint(len(self.images), (n,), generator=generator)
         x = self.images[picks].float() / 127.5 - 1
-        return (x + self.noise * torch.randn(x.shape, generator=generator)).clamp(-1, 1)
+        return {"x": (x + self.noise * torch.randn(x.shape, generator=generator)).clamp(-1, 1)}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -146,6 +152,26 @@ def test_atomic_json_and_cache_keys(tmp_path):
     assert cache_key({"a": 1, "b": 2}) == cache_key({"b": 2, "a": 1}) != cache_key({"a": 1, "b": 3})
 
 
+def test_atomic_write_puts_the_bytes_on_disk_before_the_rename(tmp_path, monkeypatch):
+    """A power cut after the rename of unsynced data leaves an empty file under the checkpoint's name."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.fstat(fd).st_size))
+        real_fsync(fd)
+
+    def replace(source, target):
+        events.append(("replace", Path(target).name))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    path = save_torch({"w": torch.ones(3)}, tmp_path / "last.ckpt")
+    (first, size), second = events
+    assert first == "fsync" and size > 0 and second == ("replace", "last.ckpt")
+    assert torch.equal(torch.load(path)["w"], torch.ones(3))
+
 # ---- backbones -----------------------------------------------------------------------------------------
 def test_classifier_backbone_is_accurate_deterministic_and_cached(tmp_path, monkeypatch, cache_dir):
     dm = digits()  # unconditional run: the classifier still gets the labels
@@ -211,12 +237,30 @@ def test_missing_inception_weights_offline_is_one_clear_paragraph(tmp_path, monk
 
 def test_backbone_defaults_per_dataset_and_mismatches_are_user_errors():
     assert Evaluator(digits()).backbone_name == "classifier"
-    ring = type("Ring", (), {"name": "ring", "shape": (2,), "num_classes": None})()
+    ring = SimpleNamespace(name="ring", shape=(2,), num_classes=None, backbone="toy")
     assert Evaluator(ring).backbone_name == "toy"
     with pytest.raises(UserError, match="toy"):
         Evaluator(ring, backbone="inception")
     with pytest.raises(UserError, match="Unknown metric"):
         Evaluator(digits(), names=["fid", "lpips"])
+
+
+@pytest.mark.parametrize("config", sorted((REPO_ROOT / "conf" / "data").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_data_config_names_a_backbone_that_fits_its_data(config):
+    data = OmegaConf.load(config)
+    datamodule = SimpleNamespace(name=data.name, shape=list(data.shape), backbone=data.backbone)
+    expected = {"digits": "classifier", "mnist": "classifier", "fashion_mnist": "classifier", "ring": "toy",
+                "grid": "toy"}.get(data.name, "inception")
+    assert resolve_backbone("auto", datamodule) == expected
+
+
+def test_an_unknown_data_backbone_is_one_paragraph_naming_the_setting():
+    with pytest.raises(UserError) as error:
+        resolve_backbone("auto", SimpleNamespace(name="digits", shape=(1, 8, 8), backbone="vgg"))
+    message = str(error.value)
+    assert "data.backbone=vgg" in message and "inception, classifier, toy" in message and "\n" not in message
+    with pytest.raises(UserError, match="data.backbone=inception does not fit"):
+        resolve_backbone("auto", SimpleNamespace(name="ring", shape=(2,), backbone="inception"))
 
 
 # ---- the evaluator: same features, provenance, reference cache --------------------------------------------
@@ -263,8 +307,9 @@ def test_toy_evaluation_of_a_perfect_sampler_finds_every_mode():
     class MixtureSampler:
         g_iter, num_classes, ema_generator = 3, None, None
 
-        def sample(self, n, labels=None, ema=None, generator=None):
-            return means[torch.randint(len(means), (n,), generator=generator)] + std * torch.randn(n, 2, generator=generator)
+        def sample(self, n, generator=None, ema=None):
+            return {"x": means[torch.randint(len(means), (n,), generator=generator)]
+                    + std * torch.randn(n, 2, generator=generator)}
 
     evaluation = Evaluator(dm, names=["fid"]).evaluate(MixtureSampler(), split="val")
     values, p = evaluation.values, evaluation.provenance
@@ -299,3 +344,29 @@ def test_ddp_value_equals_the_single_process_value_on_the_same_samples(tmp_path,
     assert gathered["num_fake"] == len(gathered["samples"]) == 101
     single = Evaluator(digits(), names=["fid", "is", "kid", "pr"], num_samples=101, cache_dir=cache_dir).score(gathered["samples"], "val", seed=5)
     assert single.values == pytest.approx(gathered["values"], rel=1e-6)
+
+
+def _gather_worker(rank: int, init_file: str, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        torch.save(gather_rows(rank_rows(rank), device="cpu"), f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def rank_rows(rank: int) -> torch.Tensor:
+    """Rank 0 holds 3 rows, rank 1 holds 5: every value tells its rank and row."""
+    n = (3, 5)[rank]
+    return torch.arange(n * 4, dtype=torch.float64).reshape(n, 4) + 100 * rank
+
+
+def test_gather_rows_concatenates_uneven_ranks_in_rank_order(tmp_path):
+    out = tmp_path / "gathered"
+    mp.start_processes(_gather_worker, args=(str(tmp_path / "init"), str(out)), nprocs=2, start_method="fork")
+    expected = torch.cat([rank_rows(0), rank_rows(1)])
+    for rank in (0, 1):
+        gathered = torch.load(f"{out}.{rank}")
+        assert gathered.device.type == "cpu" and gathered.dtype == torch.float64
+        assert torch.equal(gathered, expected)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +10,7 @@ from omegaconf import OmegaConf
 
 from conftest import CONF, run_cli
 
-TINY = ["data.image_size=8", "data.batch_size=16", "model.generator.width=8", "model.discriminator.width=8",
+TINY = ["data.image_size=8", "data.batch_size=16", "model.generator.dcgan.width=8", "model.discriminator.dcgan.width=8",
         "metrics=none", "callbacks.samples.every_g_iters=2", "callbacks.checkpoint.every_g_iters=2"]
 
 

@@ -14,7 +14,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import REPO, compose_config, run_cli
+from conftest import REPO, assert_same, compose_config, final_state, run_cli
 from gan.errors import DivergenceError, UserError
 from gan.train import load_checkpoint, train
 
@@ -50,7 +50,8 @@ def test_generator_iterations_are_counted_apart_from_lightning_steps(tmp_path, t
     assert records[-1]["g_iter"] == 4 and records[-1]["images_seen"] == 4 * 3 * 16
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 4 * (3 + 1)  # Lightning counts D and G updates
-    assert ckpt["gan_progress"]["g_iter"] == 4 and ckpt["gan_progress"]["d_steps"] == 12
+    assert ckpt["gan_progress"]["g_iter"] == 4
+    assert ckpt["DigitsDataModule"] == {"minibatches_consumed": 12}  # the data stream's position: 3 per iteration
 
 
 def test_ema_generator_tracks_the_generator_and_is_checkpointed(tmp_path, tiny_digits):
@@ -60,7 +61,7 @@ def test_ema_generator_tracks_the_generator_and_is_checkpointed(tmp_path, tiny_d
     live = torch.nn.utils.parameters_to_vector(module.generator.parameters())
     ema = torch.nn.utils.parameters_to_vector(module.ema_generator.parameters())
     assert not torch.equal(live, ema) and torch.isfinite(ema).all()
-    assert module.g_iter == 4 and module.sample(3).shape == (3, 1, 8, 8)
+    assert module.g_iter == 4 and module.sample(3)["x"].shape == (3, 1, 8, 8)
 
 
 def test_cli_overrides_help_and_cfg(tmp_path):
@@ -73,7 +74,9 @@ def test_cli_overrides_help_and_cfg(tmp_path):
     assert OmegaConf.load(run / "config.yaml").seed == 3
     assert list((run / "csv").rglob("metrics.csv"))
     help_text = run_cli("--help", cwd=tmp_path)
-    assert help_text.returncode == 0 and "model: dcgan, gan" in help_text.stdout.replace("\n", " ") or "model:" in help_text.stdout
+    assert help_text.returncode == 0, help_text.stderr
+    groups = dict(line.split(": ", 1) for line in help_text.stdout.splitlines() if line.startswith(("model: ", "data: ")))
+    assert {"dcgan", "wgan_gp", "acgan"} <= set(groups["model"].split(", ")) and "digits" in groups["data"]
     job = run_cli("model=gan", "--cfg", "job", cwd=tmp_path)
     assert job.returncode == 0 and "name: gan" in job.stdout
 
@@ -91,31 +94,10 @@ def test_wandb_runs_offline_without_credentials_and_leaves_its_files(tmp_path):
     assert offline[0].name.endswith(run_id)
 
 
-def _final_state(run: Path) -> dict:
-    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
-    return {"state_dict": ckpt["state_dict"], "optimizers": ckpt["optimizer_states"],
-            "progress": {k: v for k, v in ckpt["gan_progress"].items() if k != "train_seconds"}}
-
-
-def _assert_same(a, b, path=""):
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for key in a:
-            _assert_same(a[key], b[key], f"{path}/{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same(x, y, f"{path}/{i}")
-    elif isinstance(a, torch.Tensor):
-        assert torch.allclose(a.float(), b.float(), rtol=1e-5, atol=1e-6), path
-    else:
-        assert a == b, path
-
-
 @pytest.mark.slow
 def test_run_killed_and_resumed_ends_like_an_uninterrupted_run(tmp_path):
-    args = ["data=digits", "data.image_size=8", "data.batch_size=16", "model.generator.width=8",
-            "model.discriminator.width=8", "model.ema_decay=0.9", "model.n_critic=2", "g_iters=120",
+    args = ["data=digits", "data.image_size=8", "data.batch_size=16", "model.generator.dcgan.width=8",
+            "model.discriminator.dcgan.width=8", "model.ema_decay=0.9", "model.n_critic=2", "g_iters=120",
             "model.log_every=10", "logger=wandb", "metrics=none", "callbacks.checkpoint.every_g_iters=3",
             "callbacks.samples.every_g_iters=10"]
     whole, parts = tmp_path / "whole", tmp_path / "parts"
@@ -134,7 +116,7 @@ def test_run_killed_and_resumed_ends_like_an_uninterrupted_run(tmp_path):
 
     resumed = run_cli(f"resume={parts}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    _assert_same(_final_state(whole), _final_state(parts))
+    assert_same(final_state(whole), final_state(parts))
     # Lines logged after the last checkpoint and before the kill are logged again after the resume.
     assert {r["g_iter"] for r in read_jsonl(parts / "metrics.jsonl")} == set(range(10, 121, 10))
     offline_runs = {p.name.rsplit("-", 1)[1] for p in (parts / "wandb").glob("offline-run-*")}
@@ -152,7 +134,7 @@ def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_p
 
     monkeypatch.setattr(GANModule, "discriminator_loss", poisoned)
     run = tmp_path / "run"
-    with pytest.raises(DivergenceError, match="generator iteration 3"):
+    with pytest.raises(DivergenceError, match="generator iteration 4"):
         train(compose_config(run, *tiny_digits, "g_iters=10"))
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["gan_progress"]["g_iter"] == 2

@@ -77,12 +77,12 @@ def run_one(job: dict) -> dict:
         train(cfg)
         seconds = time.perf_counter() - started
     _, _, module = load_checkpoint(run_dir)
-    samples = module.sample(NUM_SAMPLES, generator=torch.Generator().manual_seed(EVAL_SEED + job["seed"]))
+    samples = module.sample(NUM_SAMPLES, generator=torch.Generator().manual_seed(EVAL_SEED + job["seed"]))["x"]
     means, std = mixture(job["data"])
     values = toy_metrics(samples, means, std)
     if job["seed"] == job["scatter_seed"]:
         torch.save(samples.cpu(), run_dir / "eval_samples.pt")
-    updates = module.d_steps + module.g_iter
+    updates = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]  # optimiser steps
     return {"variant": job["variant"], "data": job["data"], "seed": job["seed"], **values,
             "g_iters": module.g_iter, "updates": updates, "train_s": round(seconds, 1), "run_dir": str(run_dir)}
 

@@ -1,41 +1,26 @@
 """Checkpoints counted in generator iterations, written atomically, carrying the run's config."""
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
-import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
+from gan.storage import save_torch
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write to a temporary file in the same directory, fsync, then rename over the target: a kill at
-    any moment leaves either the previous checkpoint or the new one, never a truncated file."""
+    """Checkpoints through `gan.storage.save_torch` (temp file, fsync, rename): a kill at any moment leaves
+    either the previous checkpoint or the new one, never a truncated file. Lightning's own fsspec transaction
+    falls back to a non-atomic copy across filesystems."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        save_torch(checkpoint, path)
 
 
 class GIterCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint every `every_g_iters` generator iterations (files `g000500.ckpt` + `last.ckpt`).
-
-    Lightning's step counts discriminator and generator updates; one generator iteration is
-    `n_critic + 1` of them, and a checkpoint lands right after a generator update.
-    """
+    """ModelCheckpoint every `every_g_iters` iterations (files `g000500.ckpt` + `last.ckpt`), keyed on the
+    model's iteration counter, whatever number of optimiser steps an iteration takes."""
 
     def __init__(self, every_g_iters: int, **kwargs):
         kwargs.setdefault("filename", "g{g_iter:06.0f}")
@@ -45,9 +30,12 @@ class GIterCheckpoint(ModelCheckpoint):
         super().__init__(**kwargs)
         self.every_g_iters = every_g_iters
 
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
-        self._every_n_train_steps = self.every_g_iters * (pl_module.n_critic + 1)
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if pl_module.g_iter % self.every_g_iters or self._should_skip_saving_checkpoint(trainer):
+            return
+        candidates = self._monitor_candidates(trainer)
+        self._save_topk_checkpoint(trainer, candidates)
+        self._save_last_checkpoint(trainer, candidates)
 
 
 class EmbedConfig(Callback):

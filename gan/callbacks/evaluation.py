@@ -19,8 +19,9 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from gan.errors import UserError
 from gan.loggers import JsonlLogger
-from gan.metrics.evaluator import DEFAULT_METRICS, HIGHER_IS_BETTER, Evaluation, Evaluator
-from gan.metrics.storage import save_json
+from gan.metrics.directions import HIGHER_IS_BETTER
+from gan.metrics.evaluator import DEFAULT_METRICS, Evaluation, Evaluator
+from gan.storage import save_json
 
 # monitor=auto: the first of these metrics that is computed (metric name -> monitored value)
 MONITOR_PREFERENCE = (("fid", "fid"), ("kid", "kid"), ("is", "is"), ("pr", "precision"))

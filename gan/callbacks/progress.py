@@ -1,16 +1,29 @@
-"""Rich progress bar counted in generator iterations, with the losses beside it."""
+"""The training budget and the progress bar, both counted in iterations (the model's `g_iter`)."""
 from __future__ import annotations
 
-from pytorch_lightning.callbacks import RichProgressBar
+from pytorch_lightning.callbacks import Callback, RichProgressBar
+
+
+class IterationBudget(Callback):
+    """Stops training once the model has run `g_iters` iterations; a resumed run that is already there
+    stops before its first step. None: no limit of its own (trainer.max_steps or max_epochs decides)."""
+
+    def __init__(self, g_iters: int | None):
+        self.g_iters = None if g_iters is None else int(g_iters)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.on_train_batch_end(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        if self.g_iters is not None and pl_module.g_iter >= self.g_iters:
+            trainer.should_stop = True
 
 
 class GANProgressBar(RichProgressBar):
     @property
     def total_train_batches(self) -> int | float:
-        module = self.trainer.lightning_module
-        if self.trainer.max_steps and self.trainer.max_steps > 0:
-            return self.trainer.max_steps // (module.n_critic + 1)
-        return float("inf")
+        budget = next((c for c in self.trainer.callbacks if isinstance(c, IterationBudget)), None)
+        return budget.g_iters if budget is not None and budget.g_iters is not None else float("inf")
 
     def _get_train_description(self, current_epoch: int) -> str:
         return "generator iterations"

@@ -10,11 +10,15 @@ from torchvision.utils import make_grid, save_image
 
 
 class SampleGrid(Callback):
-    def __init__(self, dirpath: str, every_g_iters: int = 250, toy_points: int = 2500, min_tile: int = 48):
+    """The model draws (`module.sample`) from the same fixed inputs every time (a private generator seeded
+    with `seed`); the grid's layout is decided here from the named fields: one row per class when the samples
+    carry labels `y`, else a square."""
+
+    def __init__(self, dirpath: str, every_g_iters: int = 250, size: int = 64, seed: int = 1, toy_points: int = 2500,
+                 min_tile: int = 48):
         self.dirpath = Path(dirpath)
-        self.min_tile = min_tile
-        self.every_g_iters = every_g_iters
-        self.toy_points = toy_points
+        self.every_g_iters, self.size, self.seed = every_g_iters, size, seed
+        self.toy_points, self.min_tile = toy_points, min_tile
         self.last_path: Path | None = None
         self._written_at = -1
 
@@ -34,11 +38,11 @@ class SampleGrid(Callback):
         if len(trainer.datamodule.shape) == 1:
             self._scatter(trainer, module, path)
         else:
-            images = module.sample_grid().float().cpu()
+            images, columns = self.grid(module)
             if images.shape[-1] < self.min_tile:  # small images (8x8, 16x16 digits) are enlarged to be readable
                 factor = -(-self.min_tile // images.shape[-1])
                 images = torch.nn.functional.interpolate(images, scale_factor=factor, mode="nearest")
-            grid = make_grid(images, nrow=module.grid_columns, normalize=True, value_range=(-1, 1), pad_value=1.0)
+            grid = make_grid(images, nrow=columns, normalize=True, value_range=(-1, 1), pad_value=1.0)
             save_image(grid, path)
         self.last_path = path
         for logger in trainer.loggers:
@@ -50,6 +54,17 @@ class SampleGrid(Callback):
                 image = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1)
                 logger.experiment.add_image("samples", image, module.g_iter)
 
+    def grid(self, module) -> tuple[torch.Tensor, int]:
+        """(images, columns): a conditional model shows every class in a row of its own."""
+        generator = torch.Generator().manual_seed(self.seed)
+        classes = getattr(module, "num_classes", None)
+        if classes:
+            columns = max(1, self.size // classes)
+            samples = module.sample(generator=generator, y=torch.arange(classes).repeat_interleave(columns))
+        else:
+            columns, samples = max(1, round(self.size**0.5)), module.sample(self.size, generator=generator)
+        return samples["x"].float().cpu(), columns
+
     def _scatter(self, trainer, module, path: Path) -> None:
         """2-D data: generated points over real points, the way mode-collapse papers show them."""
         import matplotlib
@@ -58,7 +73,7 @@ class SampleGrid(Callback):
         import matplotlib.pyplot as plt
 
         real = trainer.datamodule.dataset("val")[: self.toy_points][0].cpu().numpy()
-        fake = module.sample(self.toy_points, generator=torch.Generator().manual_seed(0)).cpu().numpy()
+        fake = module.sample(self.toy_points, generator=torch.Generator().manual_seed(self.seed))["x"].cpu().numpy()
         fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
         ax.scatter(real[:, 0], real[:, 1], s=2, c="0.7", label="real")
         ax.scatter(fake[:, 0], fake[:, 1], s=2, c="tab:blue", label="generated")

@@ -25,7 +25,7 @@ class GANDataModule(pl.LightningDataModule):
     """
 
     def __init__(self, name: str, shape: Sequence[int], num_classes: int | None, batch_size: int,
-                 num_workers: int = 0, seed: int = 0, train_limit: int | None = None):
+                 num_workers: int = 0, seed: int = 0, train_limit: int | None = None, backbone: str = "inception"):
         super().__init__()
         if int(batch_size) < 1:
             raise UserError(f"data.batch_size must be at least 1, got {batch_size}. Set data.batch_size=64 (or any positive integer).")
@@ -36,7 +36,10 @@ class GANDataModule(pl.LightningDataModule):
         self.num_workers = int(num_workers)
         self.seed = int(seed)
         self.train_limit = None if train_limit is None else int(train_limit)  # train on the first N samples only
+        self.backbone = backbone  # the feature space its metrics use by default (metrics.backbone=auto)
         self._datasets: dict[str, Dataset] = {}
+        self.minibatches_consumed = 0  # position of the training stream, checkpointed with the datamodule
+        self.minibatches_per_item = 1
 
     def load_split(self, split: str) -> Dataset:
         """Read one split from disk (or memory) as a Dataset of (x, y) pairs."""
@@ -71,15 +74,42 @@ class GANDataModule(pl.LightningDataModule):
                                 f"0..{self.num_classes - 1}. Set data.num_classes=null for unlabelled data, or the true number of classes.")
 
     def train_dataloader(self) -> DataLoader:
-        """An endless stream of full batches that resumes where the model's discriminator-step count says."""
-        trainer = self.trainer
-        start = int(getattr(trainer.lightning_module, "d_steps", 0)) if trainer is not None else 0
-        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        """An endless stream, one item per training iteration: the model's `batches_per_iteration` minibatches
+        stacked, as named fields. It starts where the datamodule's checkpointed position says."""
         train = self.dataset("train")
-        sampler = InfiniteBatchSampler(min(len(train), self.train_limit or len(train)), self.batch_size, self.seed, start, rank, world_size)
-        return DataLoader(train, batch_sampler=sampler, num_workers=self.num_workers,
-                          generator=torch.Generator().manual_seed(self.seed),
+        return self.loader(Batches(train, self.fields), self.stream(min(len(train), self.train_limit or len(train))))
+
+    def stream(self, num_samples: int, seed_offset: int = 0) -> "InfiniteBatchSampler":
+        """Index batches over `num_samples` items from the stream's checkpointed position, one item per iteration
+        (this rank's share under DDP). Unpaired data draws each domain from a stream of its own seed offset."""
+        trainer = self.trainer
+        module = trainer.lightning_module if trainer is not None else None
+        self.minibatches_per_item = int(getattr(module, "batches_per_iteration", 1))
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        return InfiniteBatchSampler(num_samples, self.batch_size, self.seed + seed_offset, self.minibatches_consumed,
+                                    rank, world_size, self.minibatches_per_item)
+
+    def loader(self, batches: Dataset, sampler: Sampler) -> DataLoader:
+        """batch_size=None: each sampler item (indices) is fetched whole, by tensor indexing for in-memory splits."""
+        return DataLoader(batches, sampler=sampler, batch_size=None, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0, pin_memory=False)
+
+    def fields(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A training batch's named fields: `x`, and `y` when the run uses labels."""
+        return {"x": x} if self.num_classes is None else {"x": x, "y": y}
+
+    # The stream's position counts the minibatches the model consumed: Lightning fetches ahead, so a count
+    # of what the loader produced would run past what a checkpoint's weights have seen.
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        if self.trainer is not None and self.trainer.training:
+            self.minibatches_consumed += self.minibatches_per_item
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"minibatches_consumed": self.minibatches_consumed}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.minibatches_consumed = int(state_dict["minibatches_consumed"])
 
     def pairs(self, data: torch.Tensor, labels: torch.Tensor) -> "TensorPairs":
         """An in-memory split whose labels are hidden (-1) when the run is unconditional."""
@@ -92,18 +122,20 @@ class InfiniteBatchSampler(Sampler):
 
     A global batch holds batch_size * world_size indices; rank r takes its r-th slice, so the ranks' batches
     are disjoint and together equal the single-process stream with the global batch size. `start` skips
-    that many global batches, so a resumed run continues the exact stream of an uninterrupted one.
+    that many global batches, so a resumed run continues the exact stream of an uninterrupted one. Each
+    item stacks `per_item` consecutive batches (one training iteration's minibatches).
     """
 
-    def __init__(self, num_samples: int, batch_size: int, seed: int, start: int = 0, rank: int = 0, world_size: int = 1):
+    def __init__(self, num_samples: int, batch_size: int, seed: int, start: int = 0, rank: int = 0,
+                 world_size: int = 1, per_item: int = 1):
         global_batch = batch_size * world_size
         if num_samples < global_batch:
             raise UserError(f"The training split has {num_samples} samples, fewer than one global batch of {global_batch} "
                             f"(data.batch_size={batch_size} x {world_size} processes). Use a smaller data.batch_size or more data.")
         self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
-        self.start, self.rank, self.world_size = start, rank, world_size
+        self.start, self.rank, self.world_size, self.per_item = start, rank, world_size, per_item
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def batches(self) -> Iterator[list[int]]:
         global_batch = self.batch_size * self.world_size
         batches_per_pass = self.num_samples // global_batch
         pass_index, first = divmod(self.start, batches_per_pass)
@@ -113,6 +145,27 @@ class InfiniteBatchSampler(Sampler):
                 lo = b * global_batch + self.rank * self.batch_size
                 yield order[lo:lo + self.batch_size]
             pass_index, first = pass_index + 1, 0
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self.batches()
+        while True:
+            yield [i for _ in range(self.per_item) for i in next(batches)]
+
+
+class Batches(Dataset):
+    """A split read a batch of indices at a time, as the named fields `fields(x, y)` makes."""
+
+    def __init__(self, split: Dataset, fields: Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]):
+        self.split, self.fields = split, fields
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        if isinstance(self.split, TensorPairs):
+            return self.fields(*self.split.batch(indices))
+        xs, ys = zip(*(self.split[i] for i in indices))
+        return self.fields(torch.stack(xs), torch.stack(ys))
 
 
 class TensorPairs(Dataset):
@@ -125,8 +178,11 @@ class TensorPairs(Dataset):
         return len(self.data)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.data[i]
-        return (x.float() / 127.5 - 1 if x.dtype == torch.uint8 else x), self.labels[i]
+        return self.batch(i)
+
+    def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.data[indices]
+        return (x.float() / 127.5 - 1 if x.dtype == torch.uint8 else x), self.labels[indices]
 
 
 class ImageFiles(Dataset):
@@ -139,14 +195,28 @@ class ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        with Image.open(self.paths[i]) as image:
-            image = image.convert("RGB" if self.channels == 3 else "L")
-        width, height = image.size
-        side = min(width, height, self.crop or width)
-        left, top = (width - side) // 2, (height - side) // 2
-        pixels = torch.from_numpy(np.asarray(image.crop((left, top, left + side, top + side))).copy())
-        pixels = pixels.reshape(side, side, -1).permute(2, 0, 1)[None]
-        return prepare_images(pixels, self.image_size, self.channels)[0].float() / 127.5 - 1, torch.tensor(-1)
+        return self.image(i).float() / 127.5 - 1, torch.tensor(-1)
+
+    def image(self, i: int) -> torch.Tensor:
+        """Item i as uint8 [channels, image_size, image_size]."""
+        pixels = centre_square(read_image(self.paths[i], self.channels), self.crop)
+        return prepare_images(pixels[None], self.image_size, self.channels)[0]
+
+
+def read_image(path: Path, channels: int) -> torch.Tensor:
+    """An image file as uint8 [channels, H, W], converted by PIL to RGB (3 channels) or L (1)."""
+    with Image.open(path) as image:
+        image = image.convert("RGB" if channels == 3 else "L")
+    width, height = image.size
+    return torch.from_numpy(np.asarray(image).copy()).reshape(height, width, -1).permute(2, 0, 1)
+
+
+def centre_square(pixels: torch.Tensor, crop: int | None = None) -> torch.Tensor:
+    """The centred square of side `crop` (clamped to the shorter side; None: the largest) of [..., H, W]."""
+    height, width = pixels.shape[-2:]
+    side = min(width, height, crop or width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return pixels[..., top:top + side, left:left + side]
 
 
 def prepare_images(images: torch.Tensor, image_size: int, channels: int, chunk: int = 2048) -> torch.Tensor:
@@ -172,8 +242,9 @@ class ImageDataModule(GANDataModule):
 
     def __init__(self, name: str, shape: Sequence[int], num_classes: int | None, batch_size: int,
                  num_workers: int = 0, seed: int = 0, root: str | None = None, download: bool = False,
-                 image_size: int | None = None, channels: int | None = None, train_limit: int | None = None):
-        super().__init__(name, shape, num_classes, batch_size, num_workers, seed, train_limit)
+                 image_size: int | None = None, channels: int | None = None, train_limit: int | None = None,
+                 backbone: str = "inception"):
+        super().__init__(name, shape, num_classes, batch_size, num_workers, seed, train_limit, backbone)
         image_size = self.default_image_size if image_size is None else image_size
         channels = self.default_channels if channels is None else channels
         if int(channels) not in (1, 3):

@@ -30,8 +30,8 @@ class ToyDataModule(GANDataModule):
     """Raw 2-D coordinates (not rescaled); y is the mode index when num_classes is set, else -1."""
 
     def __init__(self, name: str, shape: Sequence[int], num_classes: int | None, batch_size: int,
-                 num_workers: int = 0, seed: int = 0, train_limit: int | None = None):
-        super().__init__(name, shape, num_classes, batch_size, num_workers, seed, train_limit)
+                 num_workers: int = 0, seed: int = 0, train_limit: int | None = None, backbone: str = "toy"):
+        super().__init__(name, shape, num_classes, batch_size, num_workers, seed, train_limit, backbone)
         self.means, self.std = mixture(name)
 
     def load_split(self, split: str):

@@ -16,26 +16,33 @@ from gan.metrics import feature_extractor_inception as inception
 from gan.metrics.classifier_training import classifier_weights
 from gan.metrics.distributed import rank_zero_first
 from gan.metrics.quantize import to_uint8
-from gan.metrics.storage import sha256_file
+from gan.storage import sha256_file
 
 BACKBONES = ("inception", "classifier", "toy")
-# Natural photographs use Inception (comparable with papers); small labelled datasets their own classifier.
-AUTO = {"digits": "classifier", "mnist": "classifier", "fashion_mnist": "classifier",
-        "cifar10": "inception", "celeba": "inception", "folder": "inception", "ring": "toy", "grid": "toy"}
 
 
 def resolve_backbone(name: str, datamodule) -> str:
-    """`auto` -> the dataset's default; checks that the backbone fits the data."""
-    toy = len(datamodule.shape) == 1
+    """`auto` -> the dataset's own choice (`data.backbone`); checks that the backbone fits the data."""
+    setting = "metrics.backbone"
     if name == "auto":
-        return AUTO.get(datamodule.name, "toy" if toy else "inception")
-    if name not in BACKBONES:
+        name, setting = datamodule.backbone, "data.backbone"
+        if name not in BACKBONES:
+            raise UserError(
+                f"data.backbone={name} of dataset '{datamodule.name}' is not a feature backbone. Expected one of "
+                f"{', '.join(BACKBONES)}: metrics.backbone=auto uses the dataset's data.backbone. Set it in "
+                f"conf/data/{datamodule.name}.yaml or on the command line (data.backbone=<name>), or choose the "
+                f"backbone of this run with metrics.backbone=<name>."
+            )
+    elif name not in BACKBONES:
         raise UserError(f"Unknown metrics.backbone={name}. Expected one of auto, {', '.join(BACKBONES)}.")
+    toy = len(datamodule.shape) == 1
     if toy != (name == "toy"):
+        fitting = "toy" if toy else "inception or classifier"
+        instead = f"Set {setting} to {fitting}" + (" or use metrics.backbone=auto." if setting == "metrics.backbone" else ".")
         raise UserError(
-            f"metrics.backbone={name} does not fit dataset '{datamodule.name}' of shape {list(datamodule.shape)}: "
+            f"{setting}={name} does not fit dataset '{datamodule.name}' of shape {list(datamodule.shape)}: "
             f"2-D toy data uses backbone toy (modes, % high quality, reverse KL), images use inception or classifier. "
-            f"Use metrics.backbone=auto."
+            f"{instead}"
         )
     return name
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from gan.metrics.feature_extractor_classifier import ClassifierNet
 from gan.metrics.quantize import from_uint8
 from gan.metrics.real_data import fingerprint, labelled_dataset, load_tensors
-from gan.metrics.storage import cache_key, save_torch
+from gan.storage import cache_key, save_torch
 
 log = logging.getLogger(__name__)
 

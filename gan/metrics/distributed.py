@@ -6,6 +6,7 @@ from typing import Callable, TypeVar
 
 import torch
 import torch.distributed as dist
+from torchmetrics.utilities.distributed import gather_all_tensors
 
 
 def is_distributed() -> bool:
@@ -44,17 +45,9 @@ def gather_rows(rows: torch.Tensor, device: torch.device | str = "cpu") -> torch
     """Concatenate every rank's rows in rank order (sizes may differ), on the CPU of every rank.
 
     NCCL only moves CUDA tensors, so the exchange runs on `device` there and on the CPU otherwise.
+    torchmetrics pads the uneven first dimensions to the longest and trims them after the exchange.
     """
     if not is_distributed():
         return rows
     on = torch.device(device) if dist.get_backend() == "nccl" else torch.device("cpu")
-    world_size = dist.get_world_size()
-    size = torch.tensor([len(rows)], device=on)
-    sizes = [torch.zeros_like(size) for _ in range(world_size)]
-    dist.all_gather(sizes, size)
-    longest = int(max(sizes))
-    padded = torch.zeros((longest, *rows.shape[1:]), dtype=rows.dtype, device=on)
-    padded[:len(rows)] = rows.to(on)
-    parts = [torch.empty_like(padded) for _ in range(world_size)]
-    dist.all_gather(parts, padded)
-    return torch.cat([part[:int(n)] for part, n in zip(parts, sizes)]).cpu()
+    return torch.cat(gather_all_tensors(rows.to(on))).cpu()

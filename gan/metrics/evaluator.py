@@ -18,16 +18,13 @@ from gan.metrics.memorization import memorization_summary, nearest_distances
 from gan.metrics.quantize import to_uint8
 from gan.metrics.real_data import load_tensors
 from gan.metrics.reference import Reference, load_reference
-from gan.metrics.storage import cache_key
 from gan.metrics.toy import NUM_SAMPLES as TOY_NUM_SAMPLES
 from gan.metrics.toy import toy_metrics
+from gan.storage import cache_key
 
 METRICS = ("fid", "is", "kid", "pr", "memorization")
 DEFAULT_METRICS = ("fid", "is", "kid", "pr")
 TOY_VALUES = ("modes", "high_quality", "reverse_kl")
-# Direction of every value a monitor may select; everything else is not a selection criterion.
-HIGHER_IS_BETTER = {"is": True, "precision": True, "recall": True, "modes": True, "high_quality": True,
-                    "diversity": True, "fid": False, "kid": False, "reverse_kl": False}
 
 
 @dataclass
@@ -191,16 +188,15 @@ def sample_seed(seed: int, rank: int) -> int:
 
 @torch.no_grad()
 def generate(module, n: int, seed: int, batch_size: int = 250, ema: bool | None = None):
-    """(samples on the CPU, labels or None): `n` samples drawn from `module.sample` with a private generator.
+    """(samples on the CPU, labels or None): `n` samples drawn by `module.sample` with a private generator.
 
     The generator is seeded here, so training randomness is untouched and the samples depend only on `seed`.
-    Conditional models get uniformly random labels.
+    The model decides what it draws (a conditional model, uniformly random labels, returned as `y`).
     """
     generator = torch.Generator().manual_seed(seed)
-    num_classes = getattr(module, "num_classes", None)
-    labels = torch.randint(int(num_classes), (n,), generator=generator) if num_classes else None
-    samples = []
-    for start in range(0, n, batch_size):
-        y = None if labels is None else labels[start:start + batch_size]
-        samples.append(module.sample(min(batch_size, n - start), labels=y, ema=ema, generator=generator).float().cpu())
-    return (torch.cat(samples) if samples else torch.empty(0)), labels
+    batches = [module.sample(min(batch_size, n - start), generator=generator, ema=ema) for start in range(0, n, batch_size)]
+    if not batches:
+        return torch.empty(0), None
+    samples = torch.cat([b["x"].float().cpu() for b in batches])
+    labels = torch.cat([b["y"].cpu() for b in batches]) if "y" in batches[0] else None
+    return samples, labels

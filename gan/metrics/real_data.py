@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from gan.errors import UserError
 from gan.metrics.quantize import to_uint8
-from gan.metrics.storage import sha256_tensors
+from gan.storage import sha256_tensors
 
 SUBSET_SEED = 0  # the real subset is part of the protocol: it never changes with the run's seed
 

@@ -18,7 +18,7 @@ from gan.metrics.backbone import Backbone
 from gan.metrics.distributed import rank_zero_first
 from gan.metrics.real_data import SUBSET_SEED, fingerprint, load_tensors
 from gan.metrics.scores import gaussian_statistics, mean_pairwise_distance
-from gan.metrics.storage import cache_key, save_torch
+from gan.storage import cache_key, save_torch
 
 VERSION = 1  # bump when the stored contents change
 

@@ -19,16 +19,16 @@ class ACGAN(GANModule):
         super().__init__(*args, conditioning=conditioning, **kwargs)
         self.class_weight = float(class_weight)
 
-    def discriminator_loss(self, real: Tensor, y_real: Tensor, fake: Tensor, y_fake: Tensor) -> Tensor:
+    def adversarial_d_loss(self, real: Tensor, y_real: Tensor, fake: Tensor, y_fake: Tensor) -> Tensor:
         d_real, classes_real = self.discriminator(real, y_real, return_class_logits=True)
         d_fake, classes_fake = self.discriminator(fake, y_fake, return_class_logits=True)
         classification = F.cross_entropy(classes_real, y_real) + F.cross_entropy(classes_fake, y_fake)
         self._last.update(d_real=self.loss.d_output(d_real).mean(), d_fake=self.loss.d_output(d_fake).mean(),
                           d_class=classification.detach(),
                           real_accuracy=(classes_real.argmax(1) == y_real).float().mean())
-        return self.loss.d(d_real, d_fake) + self.class_weight * classification + self.regularization(real, y_real, fake)
+        return self.loss.d(d_real, d_fake) + self.class_weight * classification
 
-    def generator_loss(self, fake: Tensor, y_fake: Tensor) -> Tensor:
+    def adversarial_g_loss(self, fake: Tensor, y_fake: Tensor) -> Tensor:
         d_fake, classes_fake = self.discriminator(fake, y_fake, return_class_logits=True)
         classification = F.cross_entropy(classes_fake, y_fake)
         self._last["g_class"] = classification.detach()

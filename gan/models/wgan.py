@@ -9,6 +9,7 @@ from torch import nn
 
 from gan.errors import UserError
 from gan.models.base import GANModule
+from gan.models.core import Phase
 
 
 def rmsprop(params: Iterable[nn.Parameter], lr: float, betas=None, **kwargs) -> torch.optim.RMSprop:
@@ -26,6 +27,8 @@ class WGAN(GANModule):
         self.clip = float(clip)
 
     @torch.no_grad()
-    def after_discriminator_step(self) -> None:
+    def after_step(self, phase: Phase) -> None:
+        if phase.player != "discriminator":
+            return
         for parameter in self.discriminator.parameters():
             parameter.clamp_(-self.clip, self.clip)

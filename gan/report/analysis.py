@@ -10,10 +10,8 @@ from math import comb
 from typing import Any, Sequence
 
 from gan.errors import UserError
+from gan.metrics.directions import HIGHER_IS_BETTER
 from gan.report.runs import Run
-
-LOWER_IS_BETTER = frozenset({"fid", "kid", "reverse_kl"})
-HIGHER_IS_BETTER = frozenset({"is", "precision", "recall", "modes", "high_quality"})
 
 # Values of one metric are comparable only when all of these agree.
 PROTOCOL_FIELDS = ("backbone", "weights_sha256", "num_fake", "num_real", "split", "image_size", "resize", "dataset")
@@ -50,11 +48,9 @@ def metric_spec(argument: str, direction: str | None = None) -> MetricSpec:
     name = argument.split("/", 1)[1] if argument.startswith(("val/", "test/")) else argument
     if direction is not None:
         return MetricSpec(name, direction == "min")
-    if name in LOWER_IS_BETTER:
-        return MetricSpec(name, True)
     if name in HIGHER_IS_BETTER:
-        return MetricSpec(name, False)
-    known = ", ".join(sorted(LOWER_IS_BETTER | HIGHER_IS_BETTER))
+        return MetricSpec(name, not HIGHER_IS_BETTER[name])
+    known = ", ".join(sorted(HIGHER_IS_BETTER))
     raise UserError(
         f"Unknown metric {argument!r}: the comparison needs to know whether lower or higher is better. "
         f"Known metrics: {known}. For another metric logged as val/<name>, pass --direction min or "

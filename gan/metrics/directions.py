@@ -1,0 +1,13 @@
+"""Which way is better for each metric value: what the evaluation callback selects the best checkpoint by and what
+a comparison ranks runs by.
+
+It lives apart from the metric code because that code imports torch and torch-fidelity (seconds at start-up),
+which the comparison tool otherwise never needs.
+"""
+
+# Values without an entry (kid_std, is_std, memorisation distances) are descriptions, not selection criteria.
+HIGHER_IS_BETTER = {
+    "fid": False, "kid": False, "is": True, "precision": True, "recall": True,
+    "diversity": True,  # mean pairwise feature distance relative to real data's: falls under mode collapse
+    "modes": True, "high_quality": True, "reverse_kl": False,
+}

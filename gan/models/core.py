@@ -1,0 +1,232 @@
+"""The training loop every model shares: players, phases and one iteration counter.
+
+A model declares its *players* (a name, the networks the player updates, an optimiser factory, its
+learning rate and betas, the networks it keeps an EMA copy of) and its *phases* (which player steps on
+which loss, how often). One Lightning `training_step` is one iteration, the unit users count in (a
+generator iteration for a GAN); in it every phase that is due runs in declaration order:
+
+- `repeats`: how many optimiser steps the phase takes per iteration, each on its own real minibatch
+  (the critic's `n_critic`);
+- `every`: the phase runs on iterations i with i % every == 0 (i counts from 0);
+- `lazy`: a regulariser evaluated every `every` iterations instead of every one (StyleGAN2, Karras et al.
+  2020, appendix B): its loss is multiplied by `every`, and the player's learning rate and Adam betas are
+  rescaled by c = every / (every + 1), since the player now takes every + 1 steps where it took every.
+
+Lightning's batch is the iteration's real data: `batches_per_iteration` minibatches stacked, served by
+the datamodule as named fields (`x`, `y`, ...). The module counts iterations (`g_iter`) and real images
+seen; nothing outside it knows how many optimiser steps an iteration takes. All randomness of the loop
+comes from one seeded generator whose state is checkpointed, so a resumed run continues bit for bit.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from gan.errors import DivergenceError, UserError
+
+Batch = Mapping[str, Tensor]
+
+
+@dataclass(frozen=True)
+class Player:
+    name: str
+    networks: tuple[str, ...]  # attribute names of the module's networks whose parameters this player updates
+    optimizer: Callable[..., torch.optim.Optimizer]  # (params, lr=..., [betas=...]) -> optimiser
+    lr: float
+    betas: tuple[float, float] | None = None  # None: the optimiser has none (RMSprop)
+    ema: tuple[str, ...] = ()  # networks with an EMA copy `ema_<name>`, updated after each of this player's steps
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str  # logged as train/<name>_loss
+    player: str
+    loss: Callable[[Batch], Tensor]  # one real minibatch (named fields) -> scalar loss
+    repeats: int = 1
+    every: int = 1
+    lazy: bool = False
+
+
+class AdversarialModule(pl.LightningModule):
+    """Runs a model's phases; subclasses build networks, call `schedule(players, phases)` and define `sample`."""
+
+    def __init__(self, seed: int = 0, log_every: int = 25):
+        super().__init__()
+        self.automatic_optimization = False
+        self.log_every = positive_int("model.log_every", log_every)
+        self.rng = torch.Generator().manual_seed(int(seed))
+        self.players: dict[str, Player] = {}
+        self.phases: tuple[Phase, ...] = ()
+        self.g_iter = self.images_seen = 0
+        self.train_seconds = 0.0  # wall time spent training, summed over resumed segments
+        self._last: dict[str, Tensor] = {}
+
+    # ---- what a model declares ---------------------------------------------------------------------
+    def schedule(self, players: Sequence[Player], phases: Sequence[Phase]) -> None:
+        self.players = {p.name: p for p in players}
+        for phase in phases:
+            if phase.player not in self.players:
+                raise ValueError(f"phase {phase.name!r} names player {phase.player!r}, not one of {list(self.players)}")
+            positive_int(f"the {phase.name} phase's repeats", phase.repeats)
+            positive_int(f"the {phase.name} phase's interval", phase.every)
+            if phase.lazy and phase.every < 2:
+                raise UserError(f"The lazy {phase.name} phase runs every {phase.every} iteration(s); lazy "
+                                f"regularisation needs an interval of at least 2 (StyleGAN2 uses 16 for R1 and 4 for "
+                                f"path length). Use an interval >= 2, or 1 to add the term to the main loss instead.")
+        for player in self.players.values():
+            if sum(p.lazy for p in phases if p.player == player.name) > 1:
+                raise ValueError(f"player {player.name!r} has more than one lazy phase")
+        self.phases = tuple(phases)
+
+    @property
+    def batches_per_iteration(self) -> int:
+        """Real minibatches one iteration consumes (the datamodule serves them stacked as one batch)."""
+        return max((phase.repeats for phase in self.phases), default=1)
+
+    def make_ema(self, network: nn.Module, decay: float) -> AveragedModel:
+        """An exponential moving average of `network` (torch.optim.swa_utils): its first update copies the
+        weights, later ones blend with `decay`; its step count is a buffer, so it is checkpointed."""
+        if not 0.0 < decay < 1.0:
+            raise UserError(f"model.ema_decay must lie in (0, 1), e.g. 0.999, got {decay}.")
+        return AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(decay)).requires_grad_(False)
+
+    def sample(self, n: int, generator: torch.Generator | None = None, ema: bool | None = None, **inputs) -> dict:
+        """Fresh samples as named fields (at least `x`), what sample grids show and the evaluator scores."""
+        raise NotImplementedError
+
+    def after_step(self, phase: Phase) -> None:
+        """Hook after each optimiser step of a phase (WGAN clips its critic's weights here)."""
+
+    # ---- the loop ------------------------------------------------------------------------------------
+    def lazy_scale(self, player: Player) -> float:
+        lazy = [p.every for p in self.phases if p.player == player.name and p.lazy]
+        return lazy[0] / (lazy[0] + 1) if lazy else 1.0
+
+    def configure_optimizers(self):
+        optimizers = []
+        for player in self.players.values():
+            c = self.lazy_scale(player)
+            params = [p for name in player.networks for p in getattr(self, name).parameters()]
+            kwargs = {"lr": player.lr * c}
+            if player.betas is not None:
+                kwargs["betas"] = tuple(beta**c for beta in player.betas)
+            optimizers.append(player.optimizer(params, **kwargs))
+        return optimizers
+
+    def on_train_start(self) -> None:
+        self._segment_start, self._seconds_at_start = time.perf_counter(), self.train_seconds
+
+    def training_step(self, batch: Batch, batch_idx: int) -> None:
+        optimizers = self.optimizers()
+        optimizers = dict(zip(self.players, optimizers if isinstance(optimizers, list) else [optimizers]))
+        minibatches = split_batch(batch, self.batches_per_iteration)
+        for phase in self.phases:
+            if self.g_iter % phase.every:
+                continue
+            player = self.players[phase.player]
+            for repeat in range(phase.repeats):
+                loss = self._update(optimizers[player.name], phase, minibatches[repeat])
+                self.after_step(phase)
+                self._update_ema(player)
+            self._last[f"{phase.name}_loss"] = loss
+        self.images_seen += len(next(iter(batch.values()))) * self.world_size
+        self.g_iter += 1
+        self.train_seconds = self._seconds_at_start + time.perf_counter() - self._segment_start
+        # ModelCheckpoint names periodic files by g_iter; the progress bar shows it too.
+        self.log("g_iter", float(self.g_iter), prog_bar=True, logger=False)
+        if self.g_iter % self.log_every == 0:
+            self._log_training()
+
+    def _update(self, optimizer, phase: Phase, batch: Batch) -> Tensor:
+        """One optimiser step of one player; only that player's parameters take gradients."""
+        with self.toggled_optimizer(optimizer):
+            loss = phase.loss(batch)
+            self._check_finite(phase.name, loss)
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(loss * phase.every if phase.lazy else loss)
+            optimizer.step()
+        return loss.detach()
+
+    @torch.no_grad()
+    def _update_ema(self, player: Player) -> None:
+        for name in player.ema:
+            live, ema = getattr(self, name), getattr(self, f"ema_{name}")
+            ema.update_parameters(live)
+            for ema_buffer, live_buffer in zip(ema.module.buffers(), live.buffers()):
+                ema_buffer.copy_(live_buffer)  # batch-norm statistics are copied, not averaged (as StyleGAN2)
+
+    @property
+    def world_size(self) -> int:
+        return self.trainer.world_size if self._trainer else 1
+
+    def draw(self, sampler: Callable[[int, torch.Generator], Tensor], n: int) -> Tensor:
+        """n draws from the module's RNG for this rank. Under DDP every rank draws the global batch and keeps
+        its slice, so the union over ranks is the single-process stream and the RNG state stays shared."""
+        rank = self.global_rank
+        return sampler(n * self.world_size, self.rng)[rank * n:(rank + 1) * n].to(self.device)
+
+    def _log_training(self) -> None:
+        values = {f"train/{k}": v.item() for k, v in self._last.items()}
+        self.log_dict({k.split("/")[1]: v for k, v in values.items() if k.endswith("loss")}, prog_bar=True, logger=False)
+        values.update(images_seen=self.images_seen, elapsed_s=round(self.train_seconds, 3))
+        for logger in self.loggers:
+            logger.log_metrics(values, step=self.g_iter)
+
+    def _check_finite(self, phase: str, loss: Tensor) -> None:
+        if not torch.isfinite(loss):
+            raise DivergenceError(
+                f"Training diverged: the {phase} loss became {loss.item()} in generator iteration {self.g_iter + 1} "
+                f"({self.g_iter} completed). The "
+                f"parameters were not updated with it, and the checkpoints written before this step are kept. Lower "
+                f"the learning rates, add a regulariser (model.regularizer=gp) or spectral normalisation "
+                f"(model.discriminator.norm=spectral), then resume from the last good checkpoint or start again."
+            )
+
+    # ---- checkpoint state that Lightning does not know about -------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["gan_progress"] = {"g_iter": self.g_iter, "images_seen": self.images_seen,
+                                      "train_seconds": self.train_seconds, "rng": self.rng.get_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        progress = checkpoint["gan_progress"]
+        self.g_iter, self.images_seen = progress["g_iter"], progress["images_seen"]
+        self.train_seconds = progress["train_seconds"]
+        self.rng.set_state(progress["rng"])
+
+
+def split_batch(batch: Batch, parts: int) -> list[dict[str, Tensor]]:
+    """The iteration's stacked real data as `parts` minibatches of named fields."""
+    if parts == 1:
+        return [dict(batch)]
+    chunks = {key: value.chunk(parts) for key, value in batch.items()}
+    return [{key: chunks[key][i] for key in batch} for i in range(parts)]
+
+
+def positive_int(key: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{key} must be a positive integer, got {value!r}.")
+    return value
+
+
+def positive_float(key: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise UserError(f"{key} must be a positive number (e.g. 2e-4), got {value!r} ({type(value).__name__}).")
+    return float(value)
+
+
+def check_betas(key: str, betas) -> tuple[float, float] | None:
+    """Adam's (beta1, beta2), each in [0, 1), or None for optimisers without betas."""
+    if betas is None:
+        return None
+    values = list(betas) if isinstance(betas, Sequence) and not isinstance(betas, str) else None
+    if (values is None or len(values) != 2
+            or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in values)):
+        raise UserError(f"{key} must be two numbers in [0, 1), e.g. [0.5, 0.999], or null for optimisers without "
+                        f"betas (RMSprop); got {betas!r}.")
+    return float(values[0]), float(values[1])
