@@ -29,16 +29,10 @@ class FolderDataModule(ImageDataModule):
         root = self.root_dir
         if not root.is_dir():
             raise UserError(f"The image folder {root} does not exist or is not a folder. Pass data.root=/path/to/images.")
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+        files = image_files(root)
         if not files:
             raise UserError(f"The image folder {root} holds no images: looked recursively for files ending in "
                             f"{', '.join(EXTENSIONS)} (any case). Put images there or pass data.root=/path/to/images.")
-        for path in files:
-            try:
-                Image.open(path).close()
-            except Exception as error:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ...
-                raise UserError(f"{path} cannot be read as an image ({type(error).__name__}: {error}). "
-                                f"Delete or replace this file, or move it out of {root}.") from error
         return files
 
     def load_split(self, split: str):
@@ -49,3 +43,15 @@ class FolderDataModule(ImageDataModule):
 
 def hash_percent(name: str) -> int:
     return int(hashlib.sha1(name.encode()).hexdigest(), 16) % 100
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Every image under `folder` (any depth), sorted; each header opened once so a broken file fails here, not mid-training."""
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+    for path in files:
+        try:
+            Image.open(path).close()
+        except Exception as error:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ...
+            raise UserError(f"{path} cannot be read as an image ({type(error).__name__}: {error}). "
+                            f"Delete or replace this file, or move it out of {folder}.") from error
+    return files

@@ -1,0 +1,260 @@
+"""What every image-to-image dataset shares: splits as records of named fields, the three batch contracts, eval_tensors.
+
+A record holds uint8 images [C, H, W], float 0/1 attribute vectors and an int64 `label` (the digit class of the
+embedded sets, -1 where unknown). Training batches carry the named fields a model consumes, images as [-1, 1] floats:
+
+- paired (pix2pix):     {"a": source, "b": target}
+- unpaired (CycleGAN):  {"a": domain A, "b": domain B}, drawn from two independent resumable streams
+- attributes (StarGAN): {"x": images, "attrs": float32 [N, K] of 0/1}
+
+Labels never enter a training batch: they are for evaluation, through `eval_tensors(split)`. Read as an (x, y)
+dataset, `dataset(split)` yields the TARGET images (paired: b; unpaired: domain B; attributes: x) with their label
+when `num_classes` is set (-1 otherwise), so the base class's checks and the real-image metrics work unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from gan.data.datamodule import ImageDataModule, ImageFiles, InfiniteBatchSampler
+from gan.errors import UserError
+from gan.metrics.quantize import from_uint8
+from gan.metrics.real_data import subset_indices
+
+EVAL_CHUNK = 256  # records decoded per loader item by eval_tensors
+# Pass p of a stream is permutation seed + offset + p: a large offset for domain B keeps its passes from ever
+# repeating domain A's (offset 1 would make B's pass p the permutation of A's pass p + 1).
+DOMAIN_B_SEED_OFFSET = 1_000_003
+
+
+class Records(Dataset):
+    """A split as records of named fields; as an (x, y) dataset, item i is (its `x_field` image in [-1, 1], its label).
+
+    `labels` are the labels the (x, y) view shows: the true ones when `show_labels`, else -1 (an unconditional run).
+    """
+
+    x_field = "x"
+
+    def __init__(self, true_labels: torch.Tensor, show_labels: bool):
+        self.true_labels = true_labels.to(torch.int64)
+        self.labels = self.true_labels if show_labels else torch.full_like(self.true_labels, -1)
+
+    def __len__(self) -> int:
+        return len(self.true_labels)
+
+    def records(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        """The records at `indices`, each field stacked along a new first dimension; always includes `label`."""
+        raise NotImplementedError
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return from_uint8(self.records([i])[self.x_field][0]), self.labels[i]
+
+
+class TensorRecords(Records):
+    """A whole split in memory: `fields` of equal length (uint8 images, float attributes, int64 `label`)."""
+
+    def __init__(self, fields: dict[str, torch.Tensor], show_labels: bool, x_field: str = "x"):
+        super().__init__(fields["label"], show_labels)
+        self.fields, self.x_field = fields, x_field
+
+    def records(self, indices) -> dict[str, torch.Tensor]:
+        index = torch.as_tensor(indices, dtype=torch.int64)
+        return {name: values[index] for name, values in self.fields.items()}
+
+
+class ImageRecords(Records):
+    """Image files decoded per record (centre square of side `crop` or the largest, resized), `attrs` optional, labels unknown."""
+
+    def __init__(self, paths: Sequence[Path], image_size: int, channels: int, crop: int | None = None,
+                 attrs: torch.Tensor | None = None):
+        self.files = ImageFiles(paths, image_size, channels, crop)
+        super().__init__(torch.full((len(self.files),), -1), show_labels=False)
+        self.attrs = attrs
+
+    @property
+    def paths(self) -> list[Path]:
+        return self.files.paths
+
+    def records(self, indices) -> dict[str, torch.Tensor]:
+        indices = torch.as_tensor(indices, dtype=torch.int64)
+        fields = {"x": torch.stack([self.files.image(int(i)) for i in indices]), "label": self.true_labels[indices]}
+        if self.attrs is not None:
+            fields["attrs"] = self.attrs[indices]
+        return fields
+
+
+class RecordBatches(Dataset):
+    """Fetches a batch of records per index list: the chosen `fields`, with images as [-1, 1] floats when `train`."""
+
+    def __init__(self, records: Records, fields: Sequence[str] | None = None, train: bool = True):
+        self.split, self.fields, self.train = records, fields, train
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        fetched = self.split.records(indices)
+        chosen = {name: fetched[name] for name in (self.fields or fetched)}
+        return {name: training_field(value) for name, value in chosen.items()} if self.train else chosen
+
+
+class UnpairedBatches(Dataset):
+    """Fetches {"a": domain A images, "b": domain B images} for one (indices_a, indices_b) item of a ZipSampler."""
+
+    def __init__(self, a: Records, b: Records):
+        self.a, self.b = a, b
+
+    def __len__(self) -> int:
+        return len(self.b)
+
+    def __getitem__(self, indices: tuple[list[int], list[int]]) -> dict[str, torch.Tensor]:
+        return {"a": training_field(self.a.records(indices[0])["x"]), "b": training_field(self.b.records(indices[1])["x"])}
+
+
+class ZipSampler(Sampler):
+    """Pairs the items of two independent index streams: yields (indices_a, indices_b)."""
+
+    def __init__(self, a: InfiniteBatchSampler, b: InfiniteBatchSampler):
+        self.a, self.b = a, b
+
+    def __iter__(self) -> Iterator[tuple[list[int], list[int]]]:
+        return zip(self.a, self.b)
+
+
+def training_field(values: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> [-1, 1] float32; attribute vectors -> float32; labels stay int64."""
+    if values.dtype == torch.uint8:
+        return from_uint8(values)
+    return values.float() if values.is_floating_point() else values
+
+
+class TranslationDataModule(ImageDataModule):
+    """Image-to-image data: `load_split` returns Records; batches are `train_fields`; `eval_tensors` serves the metrics."""
+
+    train_fields: tuple[str, ...] = ()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._eval: dict[tuple[str, int | None], dict[str, torch.Tensor]] = {}
+
+    def train_size(self, available: int) -> int:
+        return min(available, self.train_limit or available)
+
+    def train_dataloader(self) -> DataLoader:
+        train = self.dataset("train")
+        return self.loader(RecordBatches(train, self.train_fields), self.stream(self.train_size(len(train))))
+
+    def eval_tensors(self, split: str, limit: int | None = None) -> dict[str, torch.Tensor]:
+        """The whole split (or a fixed subset of `limit` records per domain) in memory, for evaluation only.
+
+        Images are uint8 [N, C, H, W]. The subset is the metrics' real-data subset (the first `limit` of a fixed,
+        seed-independent permutation, so limit=1000 lies inside limit=2000). File datasets decode the chosen
+        records once per (split, limit) and keep them: pass a `limit` for large datasets such as CelebA.
+        """
+        key = (split, None if limit is None else int(limit))
+        if key not in self._eval:
+            self._eval[key] = self.evaluation_records(split, key[1])
+        return self._eval[key]
+
+    def evaluation_records(self, split: str, limit: int | None) -> dict[str, torch.Tensor]:
+        return self.gather(self.dataset(split), limit)
+
+    def gather(self, records: Records, limit: int | None) -> dict[str, torch.Tensor]:
+        """Every field of the chosen records of one split, decoded in chunks (by `num_workers` processes)."""
+        indices = subset_indices(len(records), limit).tolist()
+        if isinstance(records, TensorRecords):
+            return records.records(indices)
+        chunks = [indices[i:i + EVAL_CHUNK] for i in range(0, len(indices), EVAL_CHUNK)]
+        loader = DataLoader(RecordBatches(records, train=False), sampler=chunks, batch_size=None, num_workers=self.num_workers)
+        parts = list(loader)
+        return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
+
+
+class PairedDataModule(TranslationDataModule):
+    """Aligned pairs: batches {"a": source, "b": target}; `direction=BtoA` swaps the two. eval: a, b, label."""
+
+    train_fields = ("a", "b")
+
+    def __init__(self, *args, direction: str = "AtoB", **kwargs):
+        super().__init__(*args, **kwargs)
+        if direction not in ("AtoB", "BtoA"):
+            raise UserError(f"data.direction={direction} is not a translation direction for '{self.name}'. Use "
+                            f"data.direction=AtoB (translate the first image of each pair into the second) or BtoA.")
+        self.direction = direction
+
+    def oriented(self, first: torch.Tensor, second: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"a": source, "b": target} of the dataset's (first, second) images, in the configured direction."""
+        return {"a": first, "b": second} if self.direction == "AtoB" else {"a": second, "b": first}
+
+
+class AttributeDataModule(TranslationDataModule):
+    """Images with binary attribute vectors: batches {"x": images, "attrs": float32 [N, K] of 0/1}. eval: x, attrs, label.
+
+    Subclasses set `attribute_names` (K names, in the order of the attrs columns) when they read their data.
+    """
+
+    train_fields = ("x", "attrs")
+    attribute_names: list[str]
+
+    def __init__(self, *args, num_attributes: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.expected_attributes = num_attributes  # what the config sized the networks by (data.num_attributes)
+
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        if self.expected_attributes is not None and self.expected_attributes != self.num_attributes:
+            raise UserError(f"data.num_attributes={self.expected_attributes}, but dataset '{self.name}' has "
+                            f"{self.num_attributes} attributes or domains ({', '.join(self.attribute_names)}). Set "
+                            f"data.num_attributes={self.num_attributes}: the networks are sized by it.")
+
+    @property
+    def num_attributes(self) -> int:
+        self.dataset("train")  # attribute names are known once the data has been read
+        return len(self.attribute_names)
+
+
+class UnpairedDataModule(TranslationDataModule):
+    """Two domains without pairs, A and B of any sizes: batches {"a", "b"} from two independent, resumable streams.
+
+    `dataset(split)` is domain B (the target), carrying domain A as its `domain_a`; `domains(split)` gives both.
+    eval: a, b, a_label, b_label.
+    """
+
+    def load_domains(self, split: str) -> tuple[Records, Records]:
+        raise NotImplementedError
+
+    def load_split(self, split: str) -> Records:
+        a, b = self.load_domains(split)
+        for domain, records in (("A", a), ("B", b)):
+            if len(records) == 0:
+                raise UserError(f"Domain {domain} of the '{split}' split of dataset '{self.name}' is empty: it holds no "
+                                f"images. Add images to that domain (val holds out about 5% of each training domain, "
+                                f"so a domain of a few images can leave it empty) or use a split that has samples.")
+        b.domain_a = a  # cached with B by the base class, so both domains live (and are reset) together
+        return b
+
+    def domains(self, split: str) -> tuple[Records, Records]:
+        b = self.dataset(split)
+        return b.domain_a, b
+
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        a, _ = self.domains("train")
+        if len(a) < self.batch_size:
+            raise UserError(f"Domain A of the training split of '{self.name}' has {len(a)} images, fewer than "
+                            f"data.batch_size={self.batch_size}. Use a smaller data.batch_size or more data.")
+
+    def train_dataloader(self) -> DataLoader:
+        a, b = self.domains("train")
+        # Two streams that share the checkpointed position (so resuming restores both) but no permutation.
+        sampler = ZipSampler(self.stream(self.train_size(len(a)), 0),
+                             self.stream(self.train_size(len(b)), DOMAIN_B_SEED_OFFSET))
+        return self.loader(UnpairedBatches(a, b), sampler)
+
+    def evaluation_records(self, split: str, limit: int | None) -> dict[str, torch.Tensor]:
+        a, b = (self.gather(records, limit) for records in self.domains(split))
+        return {"a": a["x"], "b": b["x"], "a_label": a["label"], "b_label": b["label"]}
