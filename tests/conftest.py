@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
+from threadpoolctl import threadpool_limits
 from hydra import compose, initialize_config_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,6 +33,34 @@ def run_cli(*args: str, cwd: Path, env: dict | None = None, module: str = "gan.r
     full_env = {key: value for key, value in full_env.items() if value is not None}  # None removes a variable
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Threads spin-wait badly on a loaded machine; the metric tests' problems are small."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+    torch.set_num_threads(threads)
+
+
+def kill_and_resume(tmp_path: Path, args: list[str], kill_after: str = "g000009.ckpt") -> tuple[Path, Path]:
+    """Run `gan.run *args` once whole and once SIGKILLed as soon as `kill_after` is written, then resumed.
+    Returns (whole, parts), the two run directories."""
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert run_cli(*args, f"hydra.run.dir={whole}", cwd=tmp_path).returncode == 0
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline"}
+    proc = subprocess.Popen([sys.executable, "-m", "gan.run", *args, f"hydra.run.dir={parts}"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (parts / "checkpoints" / kill_after).exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run ended before the kill: the kill should land mid-run"
+    resumed = run_cli(f"resume={parts}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    return whole, parts
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 from conftest import compose_config, run_cli
 from gan.callbacks.collapse import CollapseWatchdog
@@ -21,14 +20,7 @@ PROVENANCE_KEYS = {"backbone", "weights_sha256", "resize", "image_size", "datase
                    "seed", "ckpt", "g_iter", "ema"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Threads spin-wait badly on a loaded machine; the test problems are small."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def read_jsonl(path: Path) -> list[dict]:

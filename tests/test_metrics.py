@@ -13,7 +13,6 @@ import scipy.linalg
 import torch
 import torch.multiprocessing as mp
 from omegaconf import OmegaConf
-from threadpoolctl import threadpool_limits
 
 from gan.data.digits import DigitsDataModule
 from gan.data.toy import mixture
@@ -50,14 +49,7 @@ class FakeGenerator:
         return {"x": (x + self.noise * torch.randn(x.shape, generator=generator)).clamp(-1, 1)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Threads spin-wait badly on a loaded machine (eigvals 100x slower with two); the test problems are small."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
@@ -250,7 +242,8 @@ def test_every_data_config_names_a_backbone_that_fits_its_data(config):
     data = OmegaConf.load(config)
     datamodule = SimpleNamespace(name=data.name, shape=list(data.shape), backbone=data.backbone)
     expected = {"digits": "classifier", "mnist": "classifier", "fashion_mnist": "classifier", "ring": "toy",
-                "grid": "toy"}.get(data.name, "inception")
+                "grid": "toy", "digits_edges": "classifier", "digits_styles": "classifier",
+                "digits_attributes": "classifier"}.get(data.name, "inception")
     assert resolve_backbone("auto", datamodule) == expected
 
 

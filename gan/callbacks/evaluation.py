@@ -25,6 +25,8 @@ from gan.storage import save_json
 
 # monitor=auto: the first of these metrics that is computed (metric name -> monitored value)
 MONITOR_PREFERENCE = (("fid", "fid"), ("kid", "kid"), ("is", "is"), ("pr", "precision"))
+# monitor=auto for image-to-image models (module.translation), whose values gan.metrics.translation fixes
+TRANSLATION_MONITOR = {"paired": "fid", "unpaired": "fid_ab", "attributes": "fid"}
 FINAL_SEED_OFFSET = 1  # the test report draws its samples from seed + 1: never the validation samples
 
 
@@ -48,6 +50,7 @@ class EvaluationCallback(Callback):
         self.split, self.final_split, self.final_weights = split, final_split, final_weights
         self.monitor_name, self.seed, self.run_dir = monitor, int(seed), run_dir
         self.evaluator: Evaluator | None = None
+        self.translation: str | None = None  # the evaluated model's module.translation, once known
         self.best: float | None = None
         self.best_g_iter: int | None = None
         self.last_bucket = 0
@@ -67,11 +70,14 @@ class EvaluationCallback(Callback):
             return self.monitor_name
         if self.evaluator is not None and self.evaluator.toy:
             return "reverse_kl"
+        if self.translation in TRANSLATION_MONITOR:
+            return TRANSLATION_MONITOR[self.translation]
         names = self.evaluator_args["names"]
         return next((value for name, value in MONITOR_PREFERENCE if name in names), "fid")
 
     def _evaluator(self, trainer, module) -> Evaluator:
         if self.evaluator is None:
+            self.translation = getattr(module, "translation", None)
             self.evaluator = Evaluator(trainer.datamodule, device=module.device, **self.evaluator_args)
             if self.monitor not in HIGHER_IS_BETTER:
                 raise UserError(f"metrics.monitor={self.monitor} cannot select checkpoints: expected one of "

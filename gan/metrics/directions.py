@@ -10,4 +10,7 @@ HIGHER_IS_BETTER = {
     "fid": False, "kid": False, "is": True, "precision": True, "recall": True,
     "diversity": True,  # mean pairwise feature distance relative to real data's: falls under mode collapse
     "modes": True, "high_quality": True, "reverse_kl": False,
+    # image-to-image translation (gan.metrics.translation); cycle_l1 alone is no criterion: the identity scores 0
+    "l1": False, "psnr": True, "ssim": True, "fid_ab": False, "fid_ba": False, "class_accuracy": True,
+    "class_accuracy_ab": True, "class_accuracy_ba": True, "attribute_accuracy": True, "cycle_l1": False,
 }

@@ -15,11 +15,12 @@ from gan.metrics import scores
 from gan.metrics.backbone import Backbone, build_backbone, resolve_backbone
 from gan.metrics.distributed import gather_rows, rank_and_world_size
 from gan.metrics.memorization import memorization_summary, nearest_distances
-from gan.metrics.quantize import to_uint8
+from gan.metrics.quantize import from_uint8, to_uint8
 from gan.metrics.real_data import load_tensors
 from gan.metrics.reference import Reference, load_reference
 from gan.metrics.toy import NUM_SAMPLES as TOY_NUM_SAMPLES
 from gan.metrics.toy import toy_metrics
+from gan.metrics.translation import Judges, evaluate_translation
 from gan.storage import cache_key
 
 METRICS = ("fid", "is", "kid", "pr", "memorization")
@@ -34,6 +35,7 @@ class Evaluation:
     distributions: dict[str, Any] = field(default_factory=dict)
     samples: torch.Tensor | None = None  # all ranks' generated samples, when asked for
     labels: torch.Tensor | None = None
+    arrays: dict[str, torch.Tensor] = field(default_factory=dict)  # translations: inputs, outputs, labels, attributes
 
     def to_dict(self) -> dict[str, Any]:
         return {"values": self.values, "provenance": self.provenance, "distributions": self.distributions}
@@ -69,6 +71,7 @@ class Evaluator:
         self._backbone: Backbone | None = None
         self._references: dict[tuple[str, int], Reference] = {}
         self._train_images: torch.Tensor | None = None
+        self._judges: Judges | None = None  # translation models' classifiers and feature spaces
 
     @property
     def toy(self) -> bool:
@@ -98,6 +101,8 @@ class Evaluator:
         """
         seed = self.seed if seed is None else int(seed)
         num_samples = self.num_samples if num_samples is None or self.toy else int(num_samples)
+        if getattr(module, "translation", None):
+            return self._evaluate_translation(module, split, seed, ckpt, num_samples, keep_samples)
         rank, world_size = rank_and_world_size()
         n_local = num_samples // world_size + (rank < num_samples % world_size)
         fake, labels = generate(module, n_local, sample_seed(seed, rank), self.batch_size, ema)
@@ -119,15 +124,34 @@ class Evaluator:
             values, provenance, distributions = self._score_toy(fake, split, num_real)
         else:
             values, provenance, distributions = self._score_images(fake, split, seed, num_real)
-        provenance.update({
-            "dataset": self.datamodule.name, "split": split, "seed": seed,
-            "metrics": list(TOY_VALUES) if self.toy else self.names,
+        provenance.update(self._run_provenance(split, seed, list(TOY_VALUES) if self.toy else self.names))
+        provenance.update(context or {})
+        return Evaluation(values, provenance, distributions)
+
+    def _run_provenance(self, split: str, seed: int, metrics: list[str]) -> dict[str, Any]:
+        return {
+            "dataset": self.datamodule.name, "split": split, "seed": seed, "metrics": metrics,
             "world_size": rank_and_world_size()[1], "torch_fidelity": torch_fidelity.__version__,
             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "ckpt": None, "g_iter": None, "ema": None,  # what was evaluated: filled in by `evaluate` (context)
-        })
-        provenance.update(context or {})
-        return Evaluation(values, provenance, distributions)
+        }
+
+    def _evaluate_translation(self, module, split: str, seed: int, ckpt: str | None, num_samples: int,
+                              keep_samples: bool) -> Evaluation:
+        """An image-to-image model (gan.metrics.translation): its own values, each with real and identity rows."""
+        if self._judges is None:
+            self._judges = Judges(self.datamodule, lambda: self.backbone, self.cache_dir, self.classifier_hparams,
+                                  self.batch_size, self.device)
+        values, provenance, arrays = evaluate_translation(module, self._judges, split, seed,
+                                                          sample_seed(seed, rank_and_world_size()[0]), num_samples)
+        provenance.update({**self._run_provenance(split, seed, provenance["metrics"]),
+                           "ckpt": None if ckpt is None else str(ckpt), "g_iter": int(getattr(module, "g_iter", 0))})
+        evaluation = Evaluation(values, provenance)
+        if keep_samples:
+            main = arrays.get("translations", arrays.get("translations_ab"))
+            evaluation.samples, evaluation.arrays = from_uint8(main), arrays
+            evaluation.labels = arrays.get("labels", arrays.get("labels_ab"))
+        return evaluation
 
     def _score_images(self, fake: torch.Tensor, split: str, seed: int, num_real: int):
         features = self.backbone.features(fake, self.batch_size)
