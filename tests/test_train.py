@@ -2,11 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import REPO, assert_same, compose_config, final_state, run_cli
+from conftest import assert_same, compose_config, final_state, kill_and_resume, run_cli
 from gan.errors import DivergenceError, UserError
 from gan.train import load_checkpoint, train
 
@@ -100,22 +95,7 @@ def test_run_killed_and_resumed_ends_like_an_uninterrupted_run(tmp_path):
             "model.discriminator.dcgan.width=8", "model.ema_decay=0.9", "model.n_critic=2", "g_iters=120",
             "model.log_every=10", "logger=wandb", "metrics=none", "callbacks.checkpoint.every_g_iters=3",
             "callbacks.samples.every_g_iters=10"]
-    whole, parts = tmp_path / "whole", tmp_path / "parts"
-    assert run_cli(*args, f"hydra.run.dir={whole}", cwd=tmp_path).returncode == 0
-
-    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline"}
-    proc = subprocess.Popen([sys.executable, "-m", "gan.run", *args, f"hydra.run.dir={parts}"], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while not (parts / "checkpoints" / "g000009.ckpt").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = torch.load(parts / "checkpoints" / "last.ckpt", weights_only=False)["gan_progress"]["g_iter"]
-    assert 3 <= killed_at < 120, "the kill should land mid-run"  # g000009 may precede last.ckpt
-
-    resumed = run_cli(f"resume={parts}", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
+    whole, parts = kill_and_resume(tmp_path, args)
     assert_same(final_state(whole), final_state(parts))
     # Lines logged after the last checkpoint and before the kill are logged again after the resume.
     assert {r["g_iter"] for r in read_jsonl(parts / "metrics.jsonl")} == set(range(10, 121, 10))

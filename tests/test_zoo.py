@@ -17,7 +17,8 @@ from gan.models.wgan import WGAN
 from gan.nets.arch import DISCRIMINATORS, discriminator, generator
 from gan.train import load_checkpoint, train
 
-MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if not p.stem.startswith("_"))
+MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml")  # the noise -> image GANs (built on _common.yaml)
+                if not p.stem.startswith("_") and "- _common" in p.read_text())
 TOY_EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("toy_*.yaml"))
 CONDITIONAL = ["cgan", "acgan", "projection"]
 DIGITS = ["data=digits", "data.image_size=8", "data.batch_size=16"]

@@ -8,6 +8,8 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from torchvision.utils import make_grid, save_image
 
+from gan.metrics.quantize import from_uint8
+
 
 class SampleGrid(Callback):
     """The model draws (`module.sample`) from the same fixed inputs every time (a private generator seeded
@@ -38,7 +40,7 @@ class SampleGrid(Callback):
         if len(trainer.datamodule.shape) == 1:
             self._scatter(trainer, module, path)
         else:
-            images, columns = self.grid(module)
+            images, columns = self.grid(module, trainer.datamodule)
             if images.shape[-1] < self.min_tile:  # small images (8x8, 16x16 digits) are enlarged to be readable
                 factor = -(-self.min_tile // images.shape[-1])
                 images = torch.nn.functional.interpolate(images, scale_factor=factor, mode="nearest")
@@ -54,8 +56,11 @@ class SampleGrid(Callback):
                 image = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1)
                 logger.experiment.add_image("samples", image, module.g_iter)
 
-    def grid(self, module) -> tuple[torch.Tensor, int]:
-        """(images, columns): a conditional model shows every class in a row of its own."""
+    def grid(self, module, datamodule) -> tuple[torch.Tensor, int]:
+        """(images, columns): a conditional model shows every class in a row of its own; a translation model one
+        validation input per row, followed by what the model makes of it (`module.grid_columns`)."""
+        if hasattr(module, "grid_columns"):
+            return self.translation_grid(module, datamodule)
         generator = torch.Generator().manual_seed(self.seed)
         classes = getattr(module, "num_classes", None)
         if classes:
@@ -64,6 +69,15 @@ class SampleGrid(Callback):
         else:
             columns, samples = max(1, round(self.size**0.5)), module.sample(self.size, generator=generator)
         return samples["x"].float().cpu(), columns
+
+    def translation_grid(self, module, datamodule) -> tuple[torch.Tensor, int]:
+        rows = max(1, round(self.size**0.5))
+        inputs = {k: from_uint8(v) if v.dtype == torch.uint8 else v
+                  for k, v in datamodule.eval_tensors("val", limit=rows).items()}
+        columns = [c.float().cpu() for c in module.grid_columns(inputs)]
+        channels = max(c.shape[1] for c in columns)
+        columns = [c.expand(-1, channels, -1, -1) for c in columns]  # grayscale inputs beside colour outputs
+        return torch.stack(columns, dim=1).flatten(0, 1), len(columns)
 
     def _scatter(self, trainer, module, path: Path) -> None:
         """2-D data: generated points over real points, the way mode-collapse papers show them."""

@@ -41,6 +41,7 @@ class Player:
     lr: float
     betas: tuple[float, float] | None = None  # None: the optimiser has none (RMSprop)
     ema: tuple[str, ...] = ()  # networks with an EMA copy `ema_<name>`, updated after each of this player's steps
+    lr_factor: Callable[[int], float] | None = None  # iteration -> multiplier of lr (a schedule; stateless, so resumable)
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,8 @@ class AdversarialModule(pl.LightningModule):
         super().__init__()
         self.automatic_optimization = False
         self.log_every = positive_int("model.log_every", log_every)
-        self.rng = torch.Generator().manual_seed(int(seed))
+        self.seed = int(seed)
+        self.rng = torch.Generator().manual_seed(self.seed)
         self.players: dict[str, Player] = {}
         self.phases: tuple[Phase, ...] = ()
         self.g_iter = self.images_seen = 0
@@ -125,7 +127,25 @@ class AdversarialModule(pl.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         optimizers = self.optimizers()
         optimizers = dict(zip(self.players, optimizers if isinstance(optimizers, list) else [optimizers]))
-        minibatches = split_batch(batch, self.batches_per_iteration)
+        for player in self.players.values():
+            if player.lr_factor is not None:
+                for group in optimizers[player.name].param_groups:
+                    group["lr"] = group.setdefault("initial_lr", group["lr"]) * player.lr_factor(self.g_iter)
+        # Dropout and other users of torch's global RNG draw from a seed of (run seed, iteration, rank): a
+        # resumed run repeats them exactly without checkpointing the global RNG.
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(hash((self.seed, self.g_iter, self.global_rank)) % 2**63)
+            self._run_phases(optimizers, split_batch(batch, self.batches_per_iteration))
+        self.images_seen += len(next(iter(batch.values()))) * self.world_size
+        self.g_iter += 1
+        self.train_seconds = self._seconds_at_start + time.perf_counter() - self._segment_start
+        # ModelCheckpoint names periodic files by g_iter; the progress bar shows it too.
+        self.log("g_iter", float(self.g_iter), prog_bar=True, logger=False)
+        if self.g_iter % self.log_every == 0:
+            self._log_training()
+
+    def _run_phases(self, optimizers: dict, minibatches: list[dict[str, Tensor]]) -> None:
         for phase in self.phases:
             if self.g_iter % phase.every:
                 continue
@@ -135,13 +155,6 @@ class AdversarialModule(pl.LightningModule):
                 self.after_step(phase)
                 self._update_ema(player)
             self._last[f"{phase.name}_loss"] = loss
-        self.images_seen += len(next(iter(batch.values()))) * self.world_size
-        self.g_iter += 1
-        self.train_seconds = self._seconds_at_start + time.perf_counter() - self._segment_start
-        # ModelCheckpoint names periodic files by g_iter; the progress bar shows it too.
-        self.log("g_iter", float(self.g_iter), prog_bar=True, logger=False)
-        if self.g_iter % self.log_every == 0:
-            self._log_training()
 
     def _update(self, optimizer, phase: Phase, batch: Batch) -> Tensor:
         """One optimiser step of one player; only that player's parameters take gradients."""
@@ -198,6 +211,13 @@ class AdversarialModule(pl.LightningModule):
         self.g_iter, self.images_seen = progress["g_iter"], progress["images_seen"]
         self.train_seconds = progress["train_seconds"]
         self.rng.set_state(progress["rng"])
+
+
+def linear_decay(total_iters: int, decay_iters: int) -> Callable[[int], float]:
+    """The lr multiplier of pix2pix/CycleGAN/StarGAN: 1 for `total_iters - decay_iters` iterations, then linearly
+    down towards 0 (the reference code's `1 - max(0, i - constant) / (decay + 1)`)."""
+    constant = total_iters - decay_iters
+    return lambda i: 1.0 - max(0, i - constant) / (decay_iters + 1)
 
 
 def split_batch(batch: Batch, parts: int) -> list[dict[str, Tensor]]:

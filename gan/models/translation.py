@@ -1,0 +1,64 @@
+"""What the image-to-image models share: sampling a translation in evaluation mode, with a recorded noise policy."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from gan.errors import UserError
+from gan.models.core import AdversarialModule, Player, check_betas, linear_decay, positive_float, positive_int
+
+
+class TranslationModule(AdversarialModule):
+    """A model that maps input images (and target attributes) to images instead of noise to images.
+
+    `translation` names the data it learns from (paired, unpaired, attributes); `translate` is what the evaluator
+    and the sample grids call; `grid_columns` is what one row of a sample grid shows, input first.
+    """
+
+    translation: str
+
+    def __init__(self, eval_dropout: bool = False, seed: int = 0, log_every: int = 25):
+        super().__init__(seed=seed, log_every=log_every)
+        self.eval_dropout = bool(eval_dropout)
+
+    def run(self, net: nn.Module, *inputs: Tensor) -> Tensor:
+        """`net` in evaluation mode (its dropout kept active when `eval_dropout`: pix2pix's noise), no gradients."""
+        was_training = net.training
+        net.eval()
+        if self.eval_dropout:
+            for module in net.modules():
+                if isinstance(module, nn.Dropout):
+                    module.train()
+        with torch.no_grad():
+            out = net(*(x.to(self.device) for x in inputs))
+        net.train(was_training)
+        return out
+
+    def generator_and_discriminator(self, g_optimizer: Callable, d_optimizer: Callable, g_lr: float, d_lr: float,
+                                    betas, total_iters: int | None, lr_decay: int,
+                                    generators: tuple[str, ...] = ("generator",),
+                                    discriminators: tuple[str, ...] = ("discriminator",)) -> list[Player]:
+        """The two players of every translation paper: Adam with the papers' lr decay, one per side."""
+        betas, decay = check_betas("model.betas", betas), lr_schedule(total_iters, lr_decay)
+        return [Player("generator", generators, g_optimizer, positive_float("model.g_lr", g_lr), betas, lr_factor=decay),
+                Player("discriminator", discriminators, d_optimizer, positive_float("model.d_lr", d_lr), betas,
+                       lr_factor=decay)]
+
+    def grid_columns(self, batch: dict[str, Tensor]) -> list[Tensor]:
+        raise NotImplementedError
+
+
+def lr_schedule(total_iters: int | None, decay: float) -> Callable[[int], float] | None:
+    """The papers' lr: constant, then linearly towards zero over the last `decay` fraction of `total_iters`
+    (CycleGAN: 100 + 100 epochs, decay 0.5); none at 0."""
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay <= 1:
+        raise UserError(f"model.lr_decay must be a fraction of the training length in [0, 1] (0.5: constant for the "
+                        f"first half, then linear decay to zero; 0: constant), got {decay!r}.")
+    if not decay:
+        return None
+    if total_iters is None:
+        raise UserError("model.lr_decay needs the training length model.total_iters (by default g_iters), but it is "
+                        "null. Set model.total_iters, or model.lr_decay=0 for a constant lr.")
+    return linear_decay(positive_int("model.total_iters", total_iters), max(1, round(decay * total_iters)))
