@@ -13,6 +13,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from gan.errors import UserError
+from gan.metrics.quantize import from_uint8
 
 SPLITS = ("train", "val", "test")
 
@@ -182,7 +183,7 @@ class TensorPairs(Dataset):
 
     def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.data[indices]
-        return (x.float() / 127.5 - 1 if x.dtype == torch.uint8 else x), self.labels[indices]
+        return (from_uint8(x) if x.dtype == torch.uint8 else x), self.labels[indices]
 
 
 class ImageFiles(Dataset):
@@ -195,7 +196,7 @@ class ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.image(i).float() / 127.5 - 1, torch.tensor(-1)
+        return from_uint8(self.image(i)), torch.tensor(-1)
 
     def image(self, i: int) -> torch.Tensor:
         """Item i as uint8 [channels, image_size, image_size]."""

@@ -23,9 +23,8 @@ class ACGAN(GANModule):
         d_real, classes_real = self.discriminator(real, y_real, return_class_logits=True)
         d_fake, classes_fake = self.discriminator(fake, y_fake, return_class_logits=True)
         classification = F.cross_entropy(classes_real, y_real) + F.cross_entropy(classes_fake, y_fake)
-        self._last.update(d_real=self.loss.d_output(d_real).mean(), d_fake=self.loss.d_output(d_fake).mean(),
-                          d_class=classification.detach(),
-                          real_accuracy=(classes_real.argmax(1) == y_real).float().mean())
+        self.record_critic(d_real, d_fake)
+        self._last.update(d_class=classification.detach(), real_accuracy=(classes_real.argmax(1) == y_real).float().mean())
         return self.loss.d(d_real, d_fake) + self.class_weight * classification
 
     def adversarial_g_loss(self, fake: Tensor, y_fake: Tensor) -> Tensor:

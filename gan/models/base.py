@@ -131,8 +131,12 @@ class GANModule(AdversarialModule):
 
     def adversarial_d_loss(self, real: Tensor, y_real: Tensor | None, fake: Tensor, y_fake: Tensor | None) -> Tensor:
         d_real, d_fake = self.critic(real, y_real), self.critic(fake, y_fake)
-        self._last.update(d_real=self.loss.d_output(d_real).mean(), d_fake=self.loss.d_output(d_fake).mean())
+        self.record_critic(d_real, d_fake)
         return self.loss.d(d_real, d_fake)
+
+    def record_critic(self, d_real: Tensor, d_fake: Tensor) -> None:
+        """What a person reads as D(x) and D(G(z)), logged beside the losses."""
+        self._last.update(d_real=self.loss.d_output(d_real).mean(), d_fake=self.loss.d_output(d_fake).mean())
 
     def regularization(self, real: Tensor, y_real: Tensor | None, fake: Tensor) -> Tensor | float:
         """reg_weight x the regulariser, on D's actual (packed) inputs: with packing, D's input gradient is
