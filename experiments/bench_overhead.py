@@ -6,6 +6,9 @@ logging (progress bar, JSONL + W&B offline logging, sample grids, checkpoints). 
 between the two so machine noise hits both; the median per-iteration time is compared.
 
     python experiments/bench_overhead.py [--g-iters 500] [--rounds 3] [key=value overrides ...]
+
+`--plain-only N` trains the plain loop alone for N iterations and exits, so that it can be timed as a whole
+process beside `python -m gan.run g_iters=N metrics=none` (e.g. with /usr/bin/time, runs alternating).
 """
 from __future__ import annotations
 
@@ -82,8 +85,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--g-iters", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--plain-only", type=int, metavar="N", help="only the plain loop, N iterations, then exit")
     args, overrides = parser.parse_known_args()
     os.environ.setdefault("WANDB_MODE", "offline")
+    if args.plain_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(f"plain {plain_loop(config(str(Path(tmp) / 'run'), args.plain_only, overrides)) * 1e3:.2f} ms/iter")
+        return
     plain, fw = [], []
     for r in range(args.rounds):
         with tempfile.TemporaryDirectory() as tmp:
