@@ -8,6 +8,7 @@ collide with Hydra's `metrics` config group).
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -18,6 +19,38 @@ from gan.errors import UserError
 
 if TYPE_CHECKING:  # the metrics stack (torch-fidelity, torchvision) loads only once the arguments are good
     from gan.metrics.evaluator import Evaluation
+
+
+HELP_FLAGS = ("-h", "--help")
+
+
+def usage() -> str:
+    """The `--help` text: what the command does, and every key of conf/evaluate.yaml with its default and comment."""
+    from gan.run import config_dir
+
+    path = Path(config_dir()) / "evaluate.yaml"
+    defaults = OmegaConf.to_container(OmegaConf.load(path))  # the missing ckpt comes out as "???"
+    comments = dict(re.findall(r"^(\w+):[^#\n]*#[ \t]*(.*)$", path.read_text(), flags=re.MULTILINE))
+    comments.setdefault("ckpt", "a run directory (its checkpoints/last.ckpt is used) or a .ckpt file")
+
+    def show(value) -> str:
+        if isinstance(value, list):
+            return "[" + ",".join(show(v) for v in value) + "]"
+        if isinstance(value, bool) or value is None:
+            return {None: "null", True: "true", False: "false"}[value]
+        return "<required>" if value == "???" else str(value)
+
+    pairs = {key: f"{key}={show(value)}" for key, value in defaults.items()}
+    width = max(len(pair) for pair in pairs.values())
+    return "\n".join([
+        "Usage: python -m gan.evaluate ckpt=<run dir or .ckpt> [key=value ...]",
+        "",
+        ("Rebuilds a run from its checkpoint, draws fresh samples, prints a table of metrics and writes eval.json "
+         "(values with provenance) next to the checkpoint. Arguments are key=value pairs over conf/evaluate.yaml; "
+         "its keys, with their defaults:"),
+        "",
+        *(f"  {pair:<{width}}  {comments.get(key, '')}".rstrip() for key, pair in pairs.items()),
+    ])
 
 
 def parse_args(argv: Sequence[str]) -> DictConfig:
@@ -137,8 +170,12 @@ def format_translation_table(evaluation: Evaluation) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(arg in HELP_FLAGS for arg in argv):
+        print(usage())
+        return 0
     try:
-        cfg = parse_args(sys.argv[1:] if argv is None else argv)
+        cfg = parse_args(argv)
         evaluation, out = evaluate_checkpoint(cfg)
     except UserError as error:
         print(f"Error: {error}", file=sys.stderr)

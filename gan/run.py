@@ -46,11 +46,13 @@ def _resume_into_same_directory(argv: list[str]) -> list[str]:
     resume = [a.split("=", 1)[1] for a in argv if a.startswith("resume=")]
     if not resume or not resume[0] or resume[0] == "null":
         return argv
+    from gan.checkpoints import load_run_checkpoint
     from gan.errors import UserError
     from gan.train import resolve_checkpoint
 
     try:
         ckpt = resolve_checkpoint(resume[0])
+        load_run_checkpoint(ckpt)  # a refused, truncated or foreign file fails before Hydra opens the run's log
     except UserError as error:
         print(f"\nError: {error}", file=sys.stderr)
         sys.exit(2)

@@ -20,6 +20,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from gan.callbacks.checkpoint import AtomicCheckpointIO, EmbedConfig
 from gan.callbacks.progress import IterationBudget
+from gan.checkpoints import SAFE_GLOBALS, load_run_checkpoint
 from gan.errors import DivergenceError, UserError
 from gan.storage import save_json
 
@@ -46,6 +47,13 @@ def instantiate(cfg, **kwargs):
             raise UserError(
                 f"Unknown key '{unexpected.group(1)}' in the config of {target}. It accepts: {', '.join(accepted)}. "
                 f"Check the spelling in the YAML file or the command line (e.g. model.n_critic, not model.n_critc)."
+            ) from None
+        if isinstance(cause, (TypeError, ValueError)) and target:
+            node = cfg._get_full_key(None) or "the config"
+            raise UserError(
+                f"Could not build {target} from the values under `{node}`: {type(cause).__name__}: {cause}. A value "
+                f"there has the wrong type or range (e.g. text where a number belongs: `{node}.<key>=abc`). Print the "
+                f"composed values with `python -m gan.run <your overrides> --cfg job` and correct the override."
             ) from None
         raise
 
@@ -81,10 +89,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 
 def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu"):
     """Rebuild (config, datamodule, module) from a checkpoint written by a training run."""
-    ckpt_path = resolve_checkpoint(path)
-    checkpoint = torch.load(ckpt_path, map_location=map_location, weights_only=False)
-    if "gan_config" not in checkpoint:
-        raise UserError(f"{ckpt_path} is not a checkpoint of this framework (it carries no `gan_config`).")
+    checkpoint = load_run_checkpoint(resolve_checkpoint(path), map_location)
     cfg = OmegaConf.create(checkpoint["gan_config"])
     datamodule = instantiate(cfg.data)
     module = instantiate(cfg.model)
@@ -95,8 +100,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu"):
 
 def _resumed_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     """The saved run's config, with this command line's other overrides on top (e.g. `g_iters=4000`, or a
-    group such as `trainer=default`), taken from the freshly composed config so Hydra's parsing holds."""
-    saved = OmegaConf.create(torch.load(cfg.resume, map_location="cpu", weights_only=False)["gan_config"])
+    group such as `trainer=default`), taken from the freshly composed config so Hydra's parsing holds. Reading
+    the file here also vets it (safe loading, clear errors) before anything is built or Lightning reads it."""
+    saved = OmegaConf.create(load_run_checkpoint(cfg.resume)["gan_config"])
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+")
         if key.startswith(("resume", "hydra", "~")):
@@ -161,13 +167,14 @@ def train(cfg: DictConfig, overrides: list[str] = ()) -> float | None:
 
     started, status = time.time(), "completed"
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("resume") or None)
+        with torch.serialization.safe_globals(SAFE_GLOBALS):  # Lightning's resume reads the file the same safe way
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("resume") or None, weights_only=True)
     except BaseException as error:
         status = {DivergenceError: "diverged", KeyboardInterrupt: "interrupted"}.get(type(error), "failed")
         raise
     finally:
         if not trainer.fast_dev_run and status == "completed":
-            trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+            trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)  # the whole state
         summary = _summarise(cfg, trainer, model, run_dir, status, time.time() - started)
         if trainer.is_global_zero:
             save_json(summary, run_dir / "summary.json")

@@ -117,7 +117,7 @@ class StandInTrainer:
         self.default_root_dir, self.datamodule, self.module = str(run_dir), datamodule, module
         self.loggers, self.callbacks = [JsonlLogger(run_dir)], callbacks
 
-    def save_checkpoint(self, path) -> None:
+    def save_checkpoint(self, path, weights_only=None) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         torch.save({"state_dict": self.module.state_dict(), "g_iter": self.module.g_iter}, path)
 

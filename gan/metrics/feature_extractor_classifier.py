@@ -13,6 +13,7 @@ import torch.nn as nn
 from torch_fidelity import FeatureExtractorBase, register_feature_extractor
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
+from gan.checkpoints import load as load_file
 from gan.metrics.quantize import from_uint8
 
 NAME = "gan-classifier"
@@ -46,7 +47,7 @@ class FeatureExtractorClassifier(FeatureExtractorBase):
         super().__init__(name, features_list)
         if feature_extractor_weights_path is None:
             raise ValueError("The classifier feature extractor needs feature_extractor_weights_path (see gan.metrics.classifier_training)")
-        saved = torch.load(feature_extractor_weights_path, map_location="cpu", weights_only=False)
+        saved = load_file(feature_extractor_weights_path, cache=True)
         self.arch, self.test_accuracy = saved["arch"], saved["test_accuracy"]
         self.net = ClassifierNet(**self.arch)
         self.net.load_state_dict(saved["state_dict"])

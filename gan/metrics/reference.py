@@ -14,13 +14,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from gan.checkpoints import load as load_file
 from gan.metrics.backbone import Backbone
 from gan.metrics.distributed import rank_zero_first
 from gan.metrics.real_data import SUBSET_SEED, fingerprint, load_tensors
 from gan.metrics.scores import gaussian_statistics, mean_pairwise_distance
 from gan.storage import cache_key, save_torch
 
-VERSION = 1  # bump when the stored contents change
+VERSION = 2  # bump when the stored contents change (2: the FID statistics stored as tensors, not numpy arrays)
 
 
 @dataclass
@@ -58,11 +59,13 @@ def load_reference(datamodule, split: str, backbone: Backbone, num_samples: int,
 
     def load_or_compute() -> Reference:
         if path.exists():
-            saved = torch.load(path, map_location="cpu", weights_only=False)
-            return Reference(saved["key"], path, saved["features"], saved["stats"], saved["diversity"], from_cache=True)
+            saved = load_file(path, cache=True)
+            stats = {name: value.numpy() for name, value in saved["stats"].items()}
+            return Reference(saved["key"], path, saved["features"], stats, saved["diversity"], from_cache=True)
         computed = compute_reference(datamodule, split, backbone, key, path, batch_size)
-        save_torch({"key": key, "features": computed.features, "stats": computed.stats,
-                    "diversity": computed.diversity}, path)
+        # Tensors, not numpy arrays: the file then loads with torch.load(weights_only=True) (gan.checkpoints).
+        save_torch({"key": key, "features": computed.features, "diversity": computed.diversity,
+                    "stats": {name: torch.from_numpy(value) for name, value in computed.stats.items()}}, path)
         return computed
 
     return rank_zero_first(load_or_compute)

@@ -43,6 +43,7 @@ import torch
 from torch_fidelity.utils import create_feature_extractor
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
+from gan.checkpoints import load as load_file
 from gan.errors import UserError
 from gan.metrics import feature_extractor_classifier as classifier
 from gan.metrics import scores
@@ -138,7 +139,7 @@ class Judge:
 
 
 def load_judge(path: Path, device: torch.device) -> Judge:
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    saved = load_file(path, cache=True)
     net = ClassifierNet(**saved["arch"])
     net.load_state_dict(saved["state_dict"])
     net = net.eval().requires_grad_(False).to(device)
