@@ -1,11 +1,17 @@
 """Compare finished runs: a table in the terminal and one self-contained HTML report.
 
-    python -m gan.compare <run dirs, sweep dirs or globs> [--metric fid] [--out report.html]
+    python -m gan.compare <run dirs, sweep dirs or globs> [--metric fid] [--out report.html] [--log-y | --no-log-y]
     python -m gan.compare --wandb <entity/project> [--metric fid]
 
 The best value of a run is selected on the validation curve (val/<metric>); the reported final
 value is the held-out test evaluation (test/<metric>) where the run has one. Values computed
-under different evaluation protocols are never put side by side.
+under different evaluation protocols are never put side by side. A "real data" row gives the
+metric on real held-out images (real vs real FID, real data's IS, ...): the ceiling.
+
+The terminal table fits 120 columns: it shows the hyperparameters that differ between runs and
+matter (not values derived from another key such as model.seed, not the settings of network
+architectures a run does not use), with short names; the runs that differ only in their seed are
+summarised in a second table. The HTML report keeps the full names.
 """
 
 from __future__ import annotations
@@ -13,18 +19,24 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any, Sequence
 
 from gan.errors import UserError
 from gan.report.analysis import (
+    Hyperparameters,
     MetricSpec,
+    Reference,
     RunResult,
     available_metrics,
     budget_curve,
     check_protocols,
-    differing_hyperparameters,
+    mean_and_std,
     metric_spec,
+    real_reference,
+    seed_groups,
+    select_hyperparameters,
     summarise_run,
 )
 from gan.report.html import Table, render_report
@@ -32,6 +44,12 @@ from gan.report.runs import Run, assign_directory_labels, find_run_dirs, load_ru
 
 MISSING = "-"
 VAL_FALLBACK_MARK = "*"
+REAL_DATA = "real data"
+TERMINAL_WIDTH = 120
+MAX_CELL = 18  # longer config values are cut in the terminal (the HTML report has them whole)
+# Metrics whose curves span orders of magnitude: their plots use a log y axis unless --no-log-y.
+LOG_SCALE_METRICS = frozenset({"fid", "kid", "fid_ab", "fid_ba", "reverse_kl"})
+ABBREVIATIONS = {"generator": "G", "discriminator": "D"}
 
 
 def format_number(value: Any) -> str:
@@ -50,6 +68,13 @@ def format_config_value(value: Any) -> str:
     return MISSING if value is None else str(value)
 
 
+def format_mean_std(values: Sequence[float]) -> str:
+    if not values:
+        return MISSING
+    average, spread = mean_and_std(values)
+    return format_number(average) if spread is None else f"{average:.4g} ± {spread:.2g}"
+
+
 def format_duration(seconds: float | None) -> str:
     if seconds is None or not math.isfinite(seconds):
         return MISSING
@@ -60,22 +85,67 @@ def format_duration(seconds: float | None) -> str:
     return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
 
 
+def short_names(keys: Sequence[str]) -> dict[str, str]:
+    """Readable column names for dotted config keys: the last two components (more when that is ambiguous), with
+    generator/discriminator as G/D: model.g_lr, D.norm, G.resnet.width."""
+    names = {}
+    for key in keys:
+        parts = key.split(".")
+        for n in range(min(2, len(parts)), len(parts) + 1):
+            suffix = ".".join(parts[-n:])
+            if not any(other != key and (other == suffix or other.endswith("." + suffix)) for other in keys):
+                break
+        names[key] = ".".join(ABBREVIATIONS.get(part, part) for part in suffix.split("."))
+    return names
+
+
+def _signed(value: float, spec: MetricSpec) -> float:
+    return value if spec.lower_is_better else -value
+
+
 def _signed_best(result: RunResult, spec: MetricSpec) -> float:
     assert result.best is not None
-    return result.best if spec.lower_is_better else -result.best
+    return _signed(result.best, spec)
 
 
-def _sort_key(result: RunResult, spec: MetricSpec) -> tuple:
-    if result.best is None:
-        return (result.run.model, 1, 0.0, result.run.label)
-    return (result.run.model, 0, _signed_best(result, spec), result.run.label)
+def order_results(results: Sequence[RunResult], spec: MetricSpec, hyperparameters: Hyperparameters) -> list[RunResult]:
+    """By model; within it, configurations by their mean best value over seeds, the seeds of one configuration together
+    (in seed order); runs without a value last."""
+    runs = [r.run for r in results]
+    keyed = []
+    for group in seed_groups(runs, hyperparameters):
+        bests = [results[i].best for i in group if results[i].best is not None]
+        score = (0, _signed(sum(bests) / len(bests), spec)) if bests else (1, 0.0)
+        for i in group:
+            seed = results[i].run.seed
+            seed_key = (0, seed, "") if isinstance(seed, (int, float)) else (1, 0, str(seed))
+            keyed.append(((results[i].run.model, *score, group[0], seed_key, results[i].run.label), results[i]))
+    return [result for _, result in sorted(keyed, key=lambda item: item[0])]
 
 
-def build_table(results: Sequence[RunResult], spec: MetricSpec) -> Table:
-    hyperparameters, flats = differing_hyperparameters([r.run for r in results])
-    flat_of = {id(r.run): flat for r, flat in zip(results, flats)}
-    headers = ["run", "model", "data", "seed", "status", f"best {spec.val_key}", "at g_iter", f"final {spec.name}",
-               "wall time", *hyperparameters]
+def build_table(results: Sequence[RunResult], spec: MetricSpec, hyperparameters: Hyperparameters | None = None,
+                reference: Reference | None = None, compact: bool = False) -> Table:
+    """One row per run (and a last "real data" row when the runs recorded the reference).
+
+    `compact` (the terminal): columns whose value is the same for every run (data, status) move to a footnote, and
+    the hyperparameters get short names and cut values.
+    """
+    hyperparameters = hyperparameters or select_hyperparameters([r.run for r in results])  # of `results`, in order
+    flat_of = {id(r.run): flat for r, flat in zip(results, hyperparameters.flats)}
+    keys = hyperparameters.keys
+    names = short_names(keys) if compact else {k: k for k in keys}
+    datas, statuses = {r.run.data for r in results}, {r.run.status for r in results}
+    show_data = not compact or len(datas) > 1
+    show_status = not compact or len(statuses) > 1
+    shared = ([f"data {next(iter(datas))}"] if not show_data else []) + \
+        ([f"status {next(iter(statuses))}"] if not show_status else [])
+    headers = ["run", "model", *(["data"] if show_data else []), "seed", *(["status"] if show_status else []),
+               f"best {spec.val_key}", "at g_iter", f"final {spec.name}", "wall time", *(names[k] for k in keys)]
+    first_value = headers.index(f"best {spec.val_key}")
+
+    def cut(text: str) -> str:
+        return text if not compact or len(text) <= MAX_CELL else text[:MAX_CELL - 3] + "..."
+
     rows, uses_fallback = [], False
     for result in results:
         run = result.run
@@ -84,19 +154,88 @@ def build_table(results: Sequence[RunResult], spec: MetricSpec) -> Table:
             final += VAL_FALLBACK_MARK
             uses_fallback = True
         rows.append([
-            run.label, run.model, run.data, format_config_value(run.seed), run.status,
+            run.label, run.model, *([run.data] if show_data else []), format_config_value(run.seed),
+            *([run.status] if show_status else []),
             format_number(result.best), format_number(result.best_g_iter), final, format_duration(run.wall_time_s),
-            *(format_config_value(flat_of[id(run)].get(key)) for key in hyperparameters),
+            *(cut(format_config_value(flat_of[id(run)].get(key))) for key in keys),
         ])
     scored = [i for i, r in enumerate(results) if r.best is not None]
     highlight = min(scored, key=lambda i: _signed_best(results[i], spec)) if scored else None
     footnotes = [f"final is {spec.test_key} (held-out split, fresh samples)."]
     if uses_fallback:
         footnotes.append(f"{VAL_FALLBACK_MARK} no {spec.test_key} in this run: its last {spec.val_key} is shown instead.")
-    return Table(headers, rows, numeric_columns=frozenset({3, 5, 6, 7, 8}), highlight=highlight, footnotes=footnotes)
+    reference_row = None
+    if reference is not None:
+        row = [""] * len(headers)
+        row[0] = REAL_DATA
+        row[first_value], row[first_value + 2] = format_number(reference.val), format_number(reference.test)
+        reference_row = len(rows)
+        rows.append(row)
+        spread = "; ".join(f"{split} {low:.4g} to {high:.4g}" for split, (low, high) in reference.spread.items())
+        footnotes.append(f"{REAL_DATA}: the metric on real held-out images ({spec.val_key.split('/')[0]}/ref_real/"
+                         f"{spec.name}, {spec.test_key.split('/')[0]}/ref_real/{spec.name}: real data of another split "
+                         f"scored as the samples are), the best a generator can be expected to reach"
+                         + (f"; it varies between the runs ({spread}), the mean is shown." if spread else "."))
+    if shared:
+        footnotes.append(f"every run: {', '.join(shared)}.")
+    numeric = frozenset({headers.index("seed"), *range(first_value, first_value + 4)})
+    return Table(headers, rows, numeric_columns=numeric, highlight=highlight, footnotes=footnotes,
+                 reference_row=reference_row, full_names={names[k]: k for k in keys})
 
 
-def format_text_table(table: Table) -> str:
+def build_seed_table(results: Sequence[RunResult], spec: MetricSpec, hyperparameters: Hyperparameters,
+                     compact: bool = False) -> Table | None:
+    """Runs that differ only in their seed, summarised: mean ± sample standard deviation. None when no configuration
+    has more than one seed."""
+    runs = [r.run for r in results]
+    groups = seed_groups(runs, hyperparameters)
+    if all(len(group) < 2 for group in groups):
+        return None
+    keys = [k for k in hyperparameters.keys if k not in hyperparameters.by_model]
+    names = short_names(keys) if compact else {k: k for k in keys}
+    show_data = len({run.data for run in runs}) > 1
+    headers = ["model", *(["data"] if show_data else []), *(names[k] for k in keys), "runs", "seeds",
+               f"best {spec.val_key}", f"final {spec.name}"]
+    flat_of = {id(run): flat for run, flat in zip(runs, hyperparameters.flats)}
+    rows = []
+    for group in groups:
+        first = runs[group[0]]
+        bests = [results[i].best for i in group if results[i].best is not None]
+        finals = [results[i].final for i in group if results[i].final is not None]
+        rows.append([first.model, *([first.data] if show_data else []),
+                     *(format_config_value(flat_of[id(first)].get(k)) for k in keys), str(len(group)),
+                     ",".join(format_config_value(runs[i].seed) for i in group), format_mean_std(bests),
+                     format_mean_std(finals)])
+    numeric = frozenset(range(len(headers) - 4, len(headers)))
+    return Table(headers, rows, numeric_columns=numeric,
+                 footnotes=["over seeds: mean ± sample standard deviation of the runs that differ only in their seed."],
+                 full_names={names[k]: k for k in keys})
+
+
+def fit_table(table: Table, droppable: Sequence[str], width: int = TERMINAL_WIDTH) -> Table:
+    """Drop hyperparameter columns (named in `droppable`, last first) until the table fits `width` columns."""
+    dropped: list[str] = []
+    columns = list(range(len(table.headers)))
+    for name in reversed(droppable):
+        if sum(max(len(str(c)) for c in [table.headers[i], *(row[i] for row in table.rows)]) for i in columns) \
+                + 2 * (len(columns) - 1) <= width:
+            break
+        if name in table.headers:
+            index = table.headers.index(name)
+            columns.remove(index)
+            dropped.append(name)
+    if not dropped:
+        return table
+    remap = {old: new for new, old in enumerate(columns)}
+    footnotes = [*table.footnotes, f"not shown, to fit {width} columns: {', '.join(reversed(dropped))} "
+                                   f"(the HTML report has every column)."]
+    return Table([table.headers[i] for i in columns], [[row[i] for i in columns] for row in table.rows],
+                 numeric_columns=frozenset(remap[i] for i in table.numeric_columns if i in remap),
+                 highlight=table.highlight, footnotes=footnotes, reference_row=table.reference_row,
+                 full_names=table.full_names)
+
+
+def format_text_table(table: Table, width: int = TERMINAL_WIDTH) -> str:
     widths = [max(len(str(c)) for c in column) for column in zip(table.headers, *table.rows)]
 
     def line(cells: Sequence[str]) -> str:
@@ -105,7 +244,29 @@ def format_text_table(table: Table) -> str:
         ).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(table.headers), rule, *(line(row) for row in table.rows), *table.footnotes])
+    body = [line(row) for row in table.rows]
+    if table.reference_row is not None:
+        body.insert(table.reference_row, "  ".join("." * w for w in widths))
+    notes = [wrapped for note in table.footnotes
+             for wrapped in textwrap.wrap(note, width=width, subsequent_indent="  ", break_on_hyphens=False)]
+    return "\n".join([line(table.headers), rule, *body, *notes])
+
+
+def terminal_tables(results: Sequence[RunResult], spec: MetricSpec, hyperparameters: Hyperparameters,
+                    reference: Reference | None, width: int = TERMINAL_WIDTH) -> str:
+    """The runs table and, when some configuration has several seeds, the over-seeds table, each within `width`."""
+    def droppable(table: Table) -> list[str]:  # the models' own settings go first, then what varies within a model
+        order = [k for k in hyperparameters.keys if k not in hyperparameters.by_model] + \
+                [k for k in hyperparameters.keys if k in hyperparameters.by_model]
+        by_name = {full: short for short, full in table.full_names.items()}
+        return [by_name[k] for k in order if k in by_name]
+
+    runs = build_table(results, spec, hyperparameters, reference, compact=True)
+    text = format_text_table(fit_table(runs, droppable(runs), width), width)
+    seeds = build_seed_table(results, spec, hyperparameters, compact=True)
+    if seeds is not None:
+        text += "\n\n" + format_text_table(fit_table(seeds, droppable(seeds), width), width)
+    return text
 
 
 def load_runs(inputs: Sequence[str], wandb_project: str | None, wandb_api: Any = None) -> list[Run]:
@@ -136,7 +297,7 @@ def collect_notes(results: Sequence[RunResult], spec: MetricSpec) -> list[str]:
 
 
 def compare(inputs: Sequence[str], metric: str, direction: str | None, out: Path,
-            wandb_project: str | None = None, wandb_api: Any = None) -> int:
+            wandb_project: str | None = None, wandb_api: Any = None, log_y: bool | None = None) -> int:
     if not inputs and not wandb_project:
         raise UserError(
             "No runs given. Pass run directories, sweep directories, parent directories or globs "
@@ -152,11 +313,14 @@ def compare(inputs: Sequence[str], metric: str, direction: str | None, out: Path
                  if logged else "None of them has been evaluated yet; wait for the first evaluation.")
         raise UserError(f"None of the {len(runs)} runs recorded {spec.val_key}, so there is nothing to compare. {offer}")
     protocols = check_protocols(runs, spec)
-    results.sort(key=lambda r: _sort_key(r, spec))
+    hyperparameters = select_hyperparameters([r.run for r in results])
+    results = order_results(results, spec, hyperparameters)
+    hyperparameters = select_hyperparameters([r.run for r in results])
+    reference = real_reference(runs, spec)
     notes = collect_notes(results, spec)
 
-    table = build_table(results, spec)
-    print(format_text_table(table))
+    print(terminal_tables(results, spec, hyperparameters, reference))
+    table = build_table(results, spec, hyperparameters, reference)
     if table.highlight is not None:
         best = results[table.highlight]
         print(f"\nbest: {best.run.label} ({best.run.model}) {spec.val_key}={format_number(best.best)} "
@@ -169,9 +333,11 @@ def compare(inputs: Sequence[str], metric: str, direction: str | None, out: Path
         if result.best is not None:
             by_model.setdefault(result.run.model, []).append(result.best)
     budget = {model: budget_curve(values, spec.lower_is_better) for model, values in by_model.items()}
+    use_log = spec.name in LOG_SCALE_METRICS if log_y is None else log_y
     report = render_report(spec=spec, results=results, table=table, budget=budget, protocols=protocols,
                            notes=notes, inputs=list(inputs) + ([f"wandb:{wandb_project}"] if wandb_project else []),
-                           fmt=format_number)
+                           fmt=format_number, reference=reference,
+                           seeds_table=build_seed_table(results, spec, hyperparameters), log_y=use_log)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(report, encoding="utf-8")
@@ -195,6 +361,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="HTML report to write (default: report.html)")
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT",
                         help="also read the runs of this W&B project (needs network and a login)")
+    parser.add_argument("--log-y", action=argparse.BooleanOptionalAction, default=None,
+                        help="log-scale y axis for the curves of the HTML report (default: on for FID-like "
+                             f"metrics: {', '.join(sorted(LOG_SCALE_METRICS))}; off for the others)")
     return parser.parse_args(argv)
 
 
@@ -202,7 +371,7 @@ def main(argv: Sequence[str] | None = None, wandb_api: Any = None) -> int:
     """Entry point; `wandb_api` replaces `wandb.Api()` (tests pass a stub)."""
     args = parse_args(argv)
     try:
-        return compare(args.inputs, args.metric, args.direction, args.out, args.wandb, wandb_api)
+        return compare(args.inputs, args.metric, args.direction, args.out, args.wandb, wandb_api, args.log_y)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

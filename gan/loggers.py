@@ -2,14 +2,39 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
+
+# The loggers Lightning's rank-zero messages go through (`rank_zero_info` of pytorch_lightning and lightning_fabric).
+LIGHTNING_MESSAGE_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
+                             "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+
+
+class _NoAdvertisingTips(logging.Filter):
+    """Drops Lightning's "💡 Tip: ... try installing litlogger / litmodels" lines; every other message passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        advertises = "Tip:" in message and ("litlogger" in message or "litmodels" in message)
+        return not (message.startswith("💡 Tip:") or advertises)
+
+
+def silence_lightning_tips() -> None:
+    """Install the filter once on the loggers Lightning prints its tips through (Lightning has no switch for them)."""
+    for name in LIGHTNING_MESSAGE_LOGGERS:
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _NoAdvertisingTips) for f in log.filters):
+            log.addFilter(_NoAdvertisingTips())
+
+
+silence_lightning_tips()
 
 
 class JsonlLogger(Logger):
@@ -81,7 +106,63 @@ def wandb_mode(requested: str | None) -> str:
     return "online" if _has_wandb_credentials() and _reachable(host) else "offline"
 
 
-def wandb_logger(save_dir: str, mode: str | None = None, **kwargs) -> WandbLogger:
+class GanWandbLogger(WandbLogger):
+    """Lightning's WandbLogger with `g_iter` as every metric's x-axis, and a run summary that the evaluation writes
+    (best validation values, final test values), so W&B's own runs table compares what `gan.compare` does."""
+
+    STEP_METRIC = "g_iter"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._axes_defined = False
+        if self._wandb_init.get("anonymous") is None:  # Lightning passes anonymous=None, which wandb warns about
+            self._wandb_init.pop("anonymous", None)
+
+    @property
+    def experiment(self):
+        experiment = super().experiment
+        if not self._axes_defined and callable(getattr(experiment, "define_metric", None)):
+            self._axes_defined = True
+            experiment.define_metric(self.STEP_METRIC)
+            experiment.define_metric("*", step_metric=self.STEP_METRIC, step_sync=True)
+        return experiment
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """W&B's own step counter stays internal: each record carries `g_iter`, the x-axis of every chart."""
+        record = {k: _plain(v) for k, v in metrics.items()}
+        if step is not None:
+            record[self.STEP_METRIC] = int(step)
+        self.experiment.log(record)
+
+    @rank_zero_only
+    def log_summary(self, values: Mapping[str, Any]) -> None:
+        summary = self.experiment.summary
+        for key, value in values.items():
+            summary[key] = _plain(value)
+
+
+def sweep_group() -> str | None:
+    """`sweep-<name of the sweep directory>` inside a Hydra multirun job, else None."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            return None
+        hydra = HydraConfig.get()
+        mode = hydra.get("mode")
+        sweep_dir = hydra.get("sweep", {}).get("dir")
+    except Exception:  # no Hydra, or a config without the runtime keys: not a sweep
+        return None
+    if str(getattr(mode, "name", mode)) != "MULTIRUN" or not sweep_dir:
+        return None
+    return f"sweep-{Path(str(sweep_dir)).name}"
+
+
+def wandb_logger(save_dir: str, mode: str | None = None, group: str | None = None, group_sweeps: bool = True,
+                 **kwargs) -> GanWandbLogger:
+    """The W&B logger of a run: `group` names the W&B group; in a Hydra sweep (`-m`) with `group_sweeps` the runs of
+    one sweep share the group `sweep-<sweep directory name>` (the `group` then goes into the job type)."""
     mode = wandb_mode(mode)
     os.environ.setdefault("WANDB_SILENT", "true")
     if mode == "offline":
@@ -89,4 +170,9 @@ def wandb_logger(save_dir: str, mode: str | None = None, **kwargs) -> WandbLogge
             f"W&B runs offline (no credentials or no network): its files are in {save_dir}/wandb. "
             f"Upload them later with `wandb sync {save_dir}/wandb/offline-run-*`."
         )
-    return WandbLogger(save_dir=save_dir, mode=mode, resume="allow", **kwargs)
+    sweep = sweep_group() if group_sweeps else None
+    if sweep is not None:
+        if group and "job_type" not in kwargs:
+            kwargs["job_type"] = group
+        group = sweep
+    return GanWandbLogger(save_dir=save_dir, mode=mode, resume="allow", group=group, **kwargs)

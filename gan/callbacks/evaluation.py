@@ -17,6 +17,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_info
 
+from gan.checkpoints import load as load_file
 from gan.errors import UserError
 from gan.loggers import JsonlLogger
 from gan.metrics.directions import HIGHER_IS_BETTER
@@ -120,9 +121,12 @@ class EvaluationCallback(Callback):
         if improved:
             self.best, self.best_g_iter = float(value), int(module.g_iter)
         self.history.append({"g_iter": int(module.g_iter), "values": evaluation.values, "improved": improved})
-        self._log(trainer, self.split, evaluation, module.g_iter)
+        self._log(trainer, self.split, evaluation, module)
         if improved:  # collective under DDP: every rank computed the same values, so every rank gets here
-            trainer.save_checkpoint(self.best_path(trainer))
+            # W&B's runs table compares runs by the selected checkpoint's values
+            self._log_summary(trainer, {f"best/{self.split}/{k}": v for k, v in evaluation.values.items()}
+                              | {"best/g_iter": self.best_g_iter, "best/monitor": f"{self.split}/{self.monitor}"})
+            trainer.save_checkpoint(self.best_path(trainer), weights_only=False)  # the whole state
         best = "none yet" if self.best is None else f"{self.best:.4g} at g_iter {self.best_g_iter}"
         rank_zero_info(f"[eval] g_iter {module.g_iter} {self.split}: {_format(evaluation.values)} | best {self.monitor} {best}")
         return evaluation
@@ -134,7 +138,7 @@ class EvaluationCallback(Callback):
         live = None
         if use_best and self.best_g_iter != module.g_iter:
             live = {k: v.detach().clone() for k, v in module.state_dict().items()}
-            module.load_state_dict(torch.load(best_path, map_location=module.device, weights_only=False)["state_dict"])
+            module.load_state_dict(load_file(best_path, map_location=module.device)["state_dict"])
         try:
             evaluation = self._evaluator(trainer, module).evaluate(
                 module, split=self.final_split, seed=self.seed + FINAL_SEED_OFFSET,
@@ -146,22 +150,39 @@ class EvaluationCallback(Callback):
                                      selected_on=self.split if use_best else None,
                                      selection_monitor=self.monitor if use_best else None)
         self.final = evaluation
-        self._log(trainer, self.final_split, evaluation, module.g_iter)
+        self._log(trainer, self.final_split, evaluation, module)
+        self._log_summary(trainer, {f"{self.final_split}/{k}": v for k, v in evaluation.values.items()}
+                          | {f"{self.final_split}/weights_g_iter": evaluation.provenance["g_iter"]})
         if trainer.is_global_zero:
             save_json(evaluation.to_dict(), self.directory(trainer) / "eval.json")
         rank_zero_info(f"[eval] final {self.final_split} (g_iter {evaluation.provenance['g_iter']}): "
                        f"{_format(evaluation.values)}")
         return evaluation
 
-    def _log(self, trainer, prefix: str, evaluation: Evaluation, step: int) -> None:
+    def _log(self, trainer, prefix: str, evaluation: Evaluation, module) -> None:
+        """`<prefix>/<value>` at the module's g_iter, with the training clock and images seen of the training lines,
+        so evaluation curves have a wall-clock axis too."""
         if not trainer.is_global_zero:
             return
         metrics = {f"{prefix}/{k}": v for k, v in evaluation.values.items()}
+        if getattr(module, "images_seen", None) is not None:
+            metrics["images_seen"] = int(module.images_seen)
+        if getattr(module, "train_seconds", None) is not None:
+            metrics["elapsed_s"] = round(float(module.train_seconds), 3)
+        step = int(module.g_iter)
         for logger in trainer.loggers:
             if isinstance(logger, JsonlLogger):
-                logger.log_metrics(metrics, step=int(step), provenance=evaluation.provenance)
+                logger.log_metrics(metrics, step=step, provenance=evaluation.provenance)
             else:
-                logger.log_metrics(metrics, step=int(step))
+                logger.log_metrics(metrics, step=step)
+
+    @staticmethod
+    def _log_summary(trainer, values: dict[str, Any]) -> None:
+        """Into the trackers' run summaries (W&B: `run.summary`), for loggers that keep one."""
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                if hasattr(logger, "log_summary"):
+                    logger.log_summary(values)
 
     # ---- what the run's summary and a resumed run need ------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -182,4 +203,12 @@ class EvaluationCallback(Callback):
 
 
 def _format(values: dict[str, float]) -> str:
-    return " ".join(f"{k} {v:.4g}" for k, v in values.items() if not k.endswith("_std"))
+    """`fid 35.8 (real 17.9)`: each value with its real-data reference where there is one; no std, no reference rows
+    on their own."""
+    parts = []
+    for key, value in values.items():
+        if key.endswith("_std") or "/" in key:
+            continue
+        real = values.get(f"ref_real/{key}")
+        parts.append(f"{key} {value:.4g}" + (f" (real {real:.4g})" if real is not None else ""))
+    return " ".join(parts)

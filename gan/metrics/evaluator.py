@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -13,19 +14,20 @@ import torch_fidelity
 from gan.errors import UserError
 from gan.metrics import scores
 from gan.metrics.backbone import Backbone, build_backbone, resolve_backbone
-from gan.metrics.distributed import gather_rows, rank_and_world_size
+from gan.metrics.distributed import gather_rows, rank_and_world_size, rank_zero_first
 from gan.metrics.memorization import memorization_summary, nearest_distances
 from gan.metrics.quantize import from_uint8, to_uint8
 from gan.metrics.real_data import load_tensors
-from gan.metrics.reference import Reference, load_reference
+from gan.metrics.reference import Reference, load_reference, reference_key
 from gan.metrics.toy import NUM_SAMPLES as TOY_NUM_SAMPLES
 from gan.metrics.toy import toy_metrics
-from gan.metrics.translation import Judges, evaluate_translation
-from gan.storage import cache_key
+from gan.metrics.translation import REF_REAL, Judges, evaluate_translation, partner_split
+from gan.storage import cache_key, save_json
 
 METRICS = ("fid", "is", "kid", "pr", "memorization")
 DEFAULT_METRICS = ("fid", "is", "kid", "pr")
 TOY_VALUES = ("modes", "high_quality", "reverse_kl")
+REF_REAL_VERSION = 1  # bump when the real-data reference values are computed differently: old cache files are ignored
 
 
 @dataclass
@@ -47,6 +49,13 @@ class Evaluator:
     Under DDP every rank calls `evaluate` with its module: each draws its share of the samples from
     its own seed, the features (or distances) are gathered, and every rank computes the same values
     (so that all ranks agree on which checkpoint is best).
+
+    Every value comes with its real-data reference `ref_real/<value>` (the ceiling a reader compares with): as many
+    real images of the partner split (train; val when train is evaluated) scored exactly as the generated samples
+    are, against the same real images of the evaluated split. Real vs real FID, KID and precision/recall, real
+    data's IS (the classifier score with the classifier backbone) and diversity (about 1); for 2-D toy data the
+    real points' modes, % high quality and reverse KL. Computed once per split, sample count and seed and cached on
+    disk next to the reference statistics.
     """
 
     def __init__(self, datamodule, names: Sequence[str] = DEFAULT_METRICS, backbone: str = "auto",
@@ -71,6 +80,7 @@ class Evaluator:
         self._backbone: Backbone | None = None
         self._references: dict[tuple[str, int], Reference] = {}
         self._train_images: torch.Tensor | None = None
+        self._real_rows: dict[tuple[str, int, int], tuple[dict[str, float], dict[str, Any]]] = {}
         self._judges: Judges | None = None  # translation models' classifiers and feature spaces
 
     @property
@@ -156,33 +166,87 @@ class Evaluator:
     def _score_images(self, fake: torch.Tensor, split: str, seed: int, num_real: int):
         features = self.backbone.features(fake, self.batch_size)
         pool = gather_rows(features["pool"], self.device)
+        logits = gather_rows(features["logits"], self.device) if "is" in self.names else None
         reference = self.reference(split, num_real)
-        values: dict[str, float] = {}
+        values, extra = self._image_values(pool, logits, reference, seed, strict=True)
         provenance = {**self.backbone.provenance(), "image_size": int(self.datamodule.shape[-1]),
                       "num_real": reference.num_real, "num_fake": len(pool),
-                      "reference_key": cache_key(reference.key)}
+                      "reference_key": cache_key(reference.key), **extra}
+        distributions = {}
+        if "memorization" in self.names:
+            memorization, distributions = self._memorization(fake, split, num_real)
+            values.update(memorization)
+        real_values, real_provenance = self._image_real_rows(split, seed, num_real)
+        values.update(real_values)
+        provenance.update(real_provenance)
+        return values, provenance, distributions
+
+    def _image_values(self, pool: torch.Tensor, logits: torch.Tensor | None, reference: Reference, seed: int,
+                      strict: bool) -> tuple[dict[str, float], dict[str, Any]]:
+        """FID, IS, KID, precision/recall and diversity of the features `pool` (and `logits`) against `reference`.
+        With `strict`, too few samples for precision/recall is an error; otherwise it is left out."""
+        values: dict[str, float] = {}
+        provenance: dict[str, Any] = {}
         if "fid" in self.names:
             values["fid"] = scores.frechet_distance(scores.gaussian_statistics(pool), reference.stats)
-        if "is" in self.names:
-            values.update(scores.inception_score(gather_rows(features["logits"], self.device), seed))
+        if "is" in self.names and logits is not None:
+            values.update(scores.inception_score(logits, seed))
             provenance["is_splits"] = min(scores.IS_SPLITS, len(pool))
         if "kid" in self.names:
             kid = scores.kernel_distance(pool, reference.features, seed, self.kid_subsets)
             provenance.update(kid_subset_size=kid.pop("kid_subset_size"), kid_subsets=self.kid_subsets)
             values.update(kid)
         if "pr" in self.names:
-            if min(len(pool), reference.num_real) <= scores.PR_NEIGHBORHOOD:
+            if min(len(pool), reference.num_real) > scores.PR_NEIGHBORHOOD:
+                values.update(scores.precision_recall(pool, reference.features))
+                provenance["pr_neighborhood"] = scores.PR_NEIGHBORHOOD
+            elif strict:
                 raise UserError(f"Precision/recall with k={scores.PR_NEIGHBORHOOD} needs more than "
                                 f"{scores.PR_NEIGHBORHOOD} samples per set, got {len(pool)} generated and "
                                 f"{reference.num_real} real. Increase num_samples or drop pr from the metrics.")
-            values.update(scores.precision_recall(pool, reference.features))
-            provenance["pr_neighborhood"] = scores.PR_NEIGHBORHOOD
         values["diversity"] = scores.mean_pairwise_distance(pool) / reference.diversity
-        distributions = {}
-        if "memorization" in self.names:
-            memorization, distributions = self._memorization(fake, split, num_real)
-            values.update(memorization)
-        return values, provenance, distributions
+        return values, provenance
+
+    def _image_real_rows(self, split: str, seed: int, num_real: int) -> tuple[dict[str, float], dict[str, Any]]:
+        """`ref_real/<value>`: real images of the partner split scored as if generated (see the class docstring);
+        memoised, and cached on disk as a small JSON file."""
+        memo = (split, int(num_real), int(seed))
+        if memo in self._real_rows:
+            return self._real_rows[memo]
+        partner = partner_split(split)
+        reference = self.reference(split, num_real)
+        # as many real images as generated samples (FID's bias depends on the sample count), when the split has them
+        n = min(int(num_real), len(self.datamodule.dataset(partner)))
+        if n < 2:
+            self._real_rows[memo] = ({}, {"ref_real": f"none: the {partner} split has {n} image(s)"})
+            return self._real_rows[memo]
+        key = {"reference": cache_key(reference.key),
+               "partner": reference_key(self.datamodule, partner, self.backbone, n),
+               "names": sorted(name for name in self.names if name != "memorization"), "seed": int(seed),
+               "kid_subsets": self.kid_subsets, "version": REF_REAL_VERSION}
+        path = (self.cache_dir / "reference" /
+                f"ref_real-{self.datamodule.name}-{split}-vs-{partner}-n{n}-s{int(seed)}-{cache_key(key)}.json")
+
+        def load_or_compute() -> dict[str, float]:
+            if path.is_file():
+                try:
+                    return json.loads(path.read_text())["values"]
+                except (ValueError, KeyError):
+                    pass  # a damaged cache file is recomputed
+            images, _ = load_tensors(self.datamodule.dataset(partner), n, uint8=True)
+            features = self.backbone.features(images, self.batch_size)
+            values, _ = self._image_values(features["pool"], features["logits"], reference, int(seed), strict=False)
+            save_json({"key": key, "values": values}, path)
+            return values
+
+        values = rank_zero_first(load_or_compute)
+        provenance = {"ref_real": f"{n} real images of the {partner} split scored as generated samples are, against "
+                                  f"{reference.num_real} of the {split} split (same backbone, seed and settings)",
+                      "ref_real_num": n, "ref_real_split": partner}
+        rank = {k: i for i, k in enumerate(("fid", "is", "is_std", "kid", "kid_std", "precision", "recall"))}
+        rows = {f"{REF_REAL}/{k}": values[k] for k in sorted(values, key=lambda k: (rank.get(k, len(rank)), k))}
+        self._real_rows[memo] = (rows, provenance)
+        return self._real_rows[memo]
 
     def _memorization(self, fake: torch.Tensor, split: str, num_real: int):
         if self._train_images is None:
@@ -202,6 +266,19 @@ class Evaluator:
         values["diversity"] = scores.mean_pairwise_distance(points) / scores.mean_pairwise_distance(real)
         provenance = {"backbone": "toy", "weights_sha256": None, "resize": None, "image_size": None,
                       "num_real": len(real), "num_fake": len(points), "mixture_std": std}
+        memo = (split, int(num_real), 0)
+        if memo not in self._real_rows:  # the partner split's real points, scored as generated points are
+            partner = partner_split(split)
+            partner_points, _ = load_tensors(self.datamodule.dataset(partner), len(real))
+            partner_points = partner_points.double()
+            reference = dict(toy_metrics(partner_points, means, std))
+            reference["diversity"] = scores.mean_pairwise_distance(partner_points) / scores.mean_pairwise_distance(real)
+            self._real_rows[memo] = ({f"{REF_REAL}/{k}": v for k, v in reference.items()},
+                                     {"ref_real": f"{len(partner_points)} real points of the {partner} split scored as "
+                                                  f"generated points are", "ref_real_num": len(partner_points),
+                                      "ref_real_split": partner})
+        values.update(self._real_rows[memo][0])
+        provenance.update(self._real_rows[memo][1])
         return values, provenance, {}
 
 

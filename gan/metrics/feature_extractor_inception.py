@@ -17,6 +17,13 @@ WEIGHTS_FILENAME = Path(urlparse(URL_INCEPTION_V3).path).name  # weights-incepti
 RESIZE = "tf1-bilinear-299"  # torch-fidelity's TF1-compatible bilinear resize, after uint8 quantisation
 
 
+def score_later_hint() -> str:
+    """The way out when the weights cannot be had now: train without in-training metrics, score the run later."""
+    return (f"Or train now without in-training metrics (metrics=none; checkpoints are still written) and score the run "
+            f"later where the weights are available: python -m gan.evaluate ckpt=<run dir or .ckpt> "
+            f"inception_weights=/path/to/{WEIGHTS_FILENAME}")
+
+
 def hub_weights_path() -> Path:
     """Where torch.hub (and so torch-fidelity) keeps the downloaded weights."""
     return Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILENAME
@@ -31,7 +38,7 @@ def inception_weights_path(weights: str | Path | None = None) -> Path:
                 f"metrics.inception_weights={weights} does not exist. Expected torch-fidelity's Inception-v3 weights "
                 f"file {WEIGHTS_FILENAME} (from {URL_INCEPTION_V3}). Point metrics.inception_weights at that file, or "
                 f"use metrics.backbone=classifier (a classifier trained on the dataset itself; digits, MNIST, "
-                f"Fashion-MNIST and CIFAR-10)."
+                f"Fashion-MNIST and CIFAR-10). {score_later_hint()}."
             )
         return path
     path = hub_weights_path()
@@ -46,6 +53,7 @@ def inception_weights_path(weights: str | Path | None = None) -> Path:
                 f"and put the file {WEIGHTS_FILENAME} at {path} (the torch hub cache; set TORCH_HOME to move it), "
                 f"or pass metrics.inception_weights=/path/to/{WEIGHTS_FILENAME}. Alternatively use "
                 f"metrics.backbone=classifier, a classifier trained on the dataset itself (digits, MNIST, "
-                f"Fashion-MNIST, CIFAR-10), whose values are not comparable with published Inception numbers."
+                f"Fashion-MNIST, CIFAR-10), whose values are not comparable with published Inception numbers. "
+                f"{score_later_hint()}."
             ) from None
     return path

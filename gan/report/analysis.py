@@ -4,14 +4,16 @@ hyperparameters and the expected-best-of-k "budget" curve of Lucic et al. (2018)
 from __future__ import annotations
 
 import math
+import re
 import shlex
 from dataclasses import dataclass
 from math import comb
+from statistics import mean, stdev
 from typing import Any, Sequence
 
 from gan.errors import UserError
 from gan.metrics.directions import HIGHER_IS_BETTER
-from gan.report.runs import Run
+from gan.report.runs import Run, config_value
 
 # Values of one metric are comparable only when all of these agree.
 PROTOCOL_FIELDS = ("backbone", "weights_sha256", "num_fake", "num_real", "split", "image_size", "resize", "dataset")
@@ -25,6 +27,13 @@ NOISE_TRAINER_LEAVES = frozenset(
     {"accelerator", "devices", "num_nodes", "strategy", "default_root_dir", "enable_progress_bar",
      "enable_model_summary", "log_every_n_steps", "enable_checkpointing", "logger"}
 )
+# Keys with a column of their own: a hyperparameter equal to one of them in every run is derived from it (model.seed).
+COLUMN_KEYS = ("seed", "model.name", "data.name")
+# conf/model/_arch.yaml: G and D keep the settings of every architecture under its name, only the selected one is used.
+NETWORK_PREFIXES = ("model.generator.", "model.discriminator.")
+ARCHITECTURES = frozenset({"mlp", "dcgan", "cnn", "resnet"})
+REF_REAL = "ref_real"  # gan.metrics: `<split>/ref_real/<value>`, the value of real held-out data
+INTERPOLATION = re.compile(r"^\$\{[^}]*\}$")
 
 
 @dataclass(frozen=True)
@@ -95,7 +104,32 @@ def summarise_run(run: Run, spec: MetricSpec) -> RunResult:
 
 def available_metrics(runs: Sequence[Run]) -> list[str]:
     names = {key.split("/", 1)[1] for run in runs for r in run.records for key in r if key.startswith("val/")}
-    return sorted(names)
+    return sorted(name for name in names if "/" not in name)  # not the reference rows (ref_real/fid, ...)
+
+
+@dataclass
+class Reference:
+    """The metric on real held-out data (real vs real FID, real data's IS, ...): the ceiling of the runs' values."""
+
+    val: float | None
+    test: float | None
+    spread: dict[str, tuple[float, float]]  # split -> (min, max) when the runs recorded different values
+
+
+def real_reference(runs: Sequence[Run], spec: MetricSpec) -> Reference | None:
+    """The mean over runs of each run's last `val/ref_real/<metric>` and `test/ref_real/<metric>`; None when no run
+    recorded one (runs from before the evaluator computed it)."""
+    found: dict[str, list[float]] = {}
+    for split in ("val", "test"):
+        key = f"{split}/{REF_REAL}/{spec.name}"
+        for run in runs:
+            values = [float(r[key]) for r in run.records if _finite(r.get(key))]
+            if values:
+                found.setdefault(split, []).append(values[-1])
+    if not found:
+        return None
+    spread = {split: (min(v), max(v)) for split, v in found.items() if max(v) - min(v) > 1e-9 * max(1.0, abs(max(v)))}
+    return Reference(*(mean(found[s]) if s in found else None for s in ("val", "test")), spread)
 
 
 def _protocol(record: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
@@ -160,18 +194,101 @@ def _is_noise(key: str) -> bool:
     return leaf.endswith(("_dir", "_path", "dir", "path", "root"))
 
 
-def differing_hyperparameters(runs: Sequence[Run]) -> tuple[list[str], list[dict[str, Any]]]:
-    """Dotted config keys whose values differ across runs (noise excluded), and each run's flat config."""
-    flats = [_flatten(run.config) for run in runs]
-    keys = sorted({k for flat in flats for k in flat if not _is_noise(k)}, key=_key_order)
+def unused_architecture(key: str, config: dict[str, Any]) -> bool:
+    """True for a key in the settings of an architecture the run does not use, e.g.
+    `model.generator.mlp.hidden` when `model.arch=dcgan` (conf/model/_arch.yaml)."""
+    for prefix in NETWORK_PREFIXES:
+        if key.startswith(prefix):
+            parts = key[len(prefix):].split(".")
+            used = config_value(config, prefix + "arch", config_value(config, "model.arch"))
+            return len(parts) > 1 and parts[0] in ARCHITECTURES and used is not None and parts[0] != used
+    return False
+
+
+def _interpolated(value: Any) -> bool:
+    if isinstance(value, str):
+        return bool(INTERPOLATION.match(value.strip()))
+    if isinstance(value, (list, tuple)) and value:
+        return all(isinstance(v, str) and "${" in v for v in value)
+    return False
+
+
+@dataclass
+class Hyperparameters:
+    """The config keys a comparison shows: they differ between runs and matter."""
+
+    keys: list[str]  # display order: keys that vary within a model first, then the ones only models differ in
+    flats: list[dict[str, Any]]  # each run's flat config, without the settings of architectures it does not use
+    by_model: frozenset[str]  # keys constant within each model: the models' own settings, implied by the model column
+    derived: list[str]  # left out: interpolated from another key (model.seed: ${seed}) or equal to it in every run
+    group_keys: list[str]  # the keys that tell configurations apart, seeds aside (for grouping seeds)
+
+
+def select_hyperparameters(runs: Sequence[Run]) -> Hyperparameters:
+    """Keys whose values differ across runs, without launch noise, derived copies and unused architectures."""
+    full = [_flatten(run.config) for run in runs]
+    unused = [{k for k in flat if unused_architecture(k, run.config)} for flat, run in zip(full, runs)]
+    flats = [{k: v for k, v in flat.items() if k not in skip} for flat, skip in zip(full, unused)]
+    present = {k for flat in flats for k in flat}
+    keys = sorted((k for k in present if not _is_noise(k)), key=_key_order)
     missing = object()
-    differing = [k for k in keys if len({repr(flat.get(k, missing)) for flat in flats}) > 1]
-    return differing, flats
+    # a key differs when the runs that use it disagree (a run without it at all counts as a value of its own)
+    differing = [k for k in keys
+                 if len({repr(flat.get(k, missing)) for flat, skip in zip(flats, unused) if k not in skip}) > 1]
+
+    raws = [_flatten(run.raw_config) if run.raw_config else None for run in runs]
+    columns = {k: [repr(flat.get(k, missing)) for flat in flats] for k in [*COLUMN_KEYS, *differing]}
+    derived = []
+    for key in differing:
+        interpolated = all(raw is not None for raw in raws) and all(_interpolated(raw.get(key)) for raw in raws)
+        leaf, depth = key.rsplit(".", 1)[-1], key.count(".")
+        copy = any(other != key and other.rsplit(".", 1)[-1] == leaf and other.count(".") < depth
+                   and columns[other] == columns[key] for other in columns)
+        if interpolated or copy:
+            derived.append(key)
+    shown = [k for k in differing if k not in derived]
+
+    models = [run.model for run in runs]
+    def constant_within(key: str, model: str) -> bool:
+        return len({repr(flat.get(key, missing)) for flat, m in zip(flats, models) if m == model}) == 1
+
+    by_model = frozenset(k for k in shown if all(constant_within(k, model) for model in set(models)))
+    ordered = [k for k in shown if k not in by_model] + [k for k in shown if k in by_model]
+    group_keys = [k for k in differing if k not in COLUMN_KEYS]
+    return Hyperparameters(ordered, flats, by_model, derived, group_keys)
 
 
-def _key_order(key: str) -> tuple[int, str]:
+def differing_hyperparameters(runs: Sequence[Run]) -> tuple[list[str], list[dict[str, Any]]]:
+    """Dotted config keys whose values differ across runs and matter (see `select_hyperparameters`), and each run's
+    flat config."""
+    selected = select_hyperparameters(runs)
+    return selected.keys, selected.flats
+
+
+def seed_groups(runs: Sequence[Run], hyperparameters: Hyperparameters) -> list[list[int]]:
+    """Indices of runs that differ only in their seed (and what derives from it), in order of first appearance."""
+    groups: dict[tuple, list[int]] = {}
+    for i, (run, flat) in enumerate(zip(runs, hyperparameters.flats)):
+        signature = (run.model, run.data, tuple(repr(flat.get(k)) for k in hyperparameters.group_keys
+                                                 if k not in hyperparameters.derived))
+        groups.setdefault(signature, []).append(i)
+    return list(groups.values())
+
+
+def mean_and_std(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for a single value)."""
+    return mean(values), (stdev(values) if len(values) > 1 else None)
+
+
+# The settings a reader looks for first, in this order; the others follow, shallow keys before nested ones.
+LEADING_KEYS = ("model.arch", "model.loss", "model.regularizer", "model.n_critic", "model.g_lr", "model.d_lr",
+                "model.betas", "model.reg_weight", "model.latent_dim", "g_iters", "data.image_size", "data.batch_size")
+
+
+def _key_order(key: str) -> tuple:
     group = {"model": 0, "data": 1}.get(key.split(".", 1)[0], 2)
-    return group, key
+    leading = LEADING_KEYS.index(key) if key in LEADING_KEYS else len(LEADING_KEYS)
+    return group, leading, key.count("."), key
 
 
 def expected_best_of_k(values: Sequence[float], k: int, lower_is_better: bool) -> float:

@@ -7,10 +7,11 @@ import base64
 import datetime
 import html
 import io
+import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from gan.report.analysis import MetricSpec, RunResult
+from gan.report.analysis import MetricSpec, Reference, RunResult
 
 LINE_STYLES = ("-", "--", ":", "-.")
 MAX_RUNS_IN_LEGEND = 12
@@ -24,6 +25,7 @@ table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; white-space: nowrap; }
 th { background: #f2f2f2; } td.text, th.text { text-align: left; }
 tr.best td { background: #e8f5e9; font-weight: 600; }
+tr.reference td { background: #f4f6fb; font-style: italic; border-top: 2px solid #99a; }
 .plots { display: flex; flex-wrap: wrap; gap: 16px; }
 .plots figure, .samples figure { margin: 0; }
 .plots img { width: 560px; max-width: 100%; border: 1px solid #eee; }
@@ -42,6 +44,8 @@ class Table:
     numeric_columns: frozenset[int] = frozenset()  # right-aligned; the others hold text
     highlight: int | None = None  # index of the row holding the best run
     footnotes: list[str] = field(default_factory=list)
+    reference_row: int | None = None  # index of the "real data" row (the metric on real held-out images)
+    full_names: dict[str, str] = field(default_factory=dict)  # short column name -> dotted config key
 
 
 def _escape(value: Any) -> str:
@@ -53,10 +57,16 @@ def table_html(table: Table, css_class: str) -> str:
         align = "" if index in table.numeric_columns else ' class="text"'
         return f"<{tag}{align}>{_escape(value)}</{tag}>"
 
-    head = "".join(cell("th", i, h) for i, h in enumerate(table.headers))
+    def header(index: int, value: str) -> str:
+        full = table.full_names.get(value)
+        title = f' title="{_escape(full)}"' if full and full != value else ""
+        align = "" if index in table.numeric_columns else ' class="text"'
+        return f"<th{align}{title}>{_escape(value)}</th>"
+
+    head = "".join(header(i, h) for i, h in enumerate(table.headers))
     body = []
     for r, row in enumerate(table.rows):
-        marker = ' class="best"' if r == table.highlight else ""
+        marker = ' class="best"' if r == table.highlight else ' class="reference"' if r == table.reference_row else ""
         body.append(f"<tr{marker}>" + "".join(cell("td", i, v) for i, v in enumerate(row)) + "</tr>")
     notes = "".join(f'<p class="meta">{_escape(n)}</p>' for n in table.footnotes)
     return f'<table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>{notes}'
@@ -88,20 +98,51 @@ def describe_protocol(protocol: dict[str, Any] | None) -> str:
     return "; ".join(parts)
 
 
-def _curve_figures(results: Sequence[RunResult], spec: MetricSpec, colors: dict[str, Any]) -> list[str]:
+def _minor_log_label(value: float, _position: Any = None) -> str:
+    """Minor ticks of a log axis labelled at 2, 3 and 5 times a power of ten (20, 30, 50), the others left blank."""
+    if value <= 0:
+        return ""
+    mantissa = value / 10 ** math.floor(math.log10(value))
+    return f"{value:g}" if any(abs(mantissa - m) < 1e-6 for m in (2, 3, 5)) else ""
+
+
+def positive(values: Sequence[float]) -> bool:
+    return bool(values) and all(v > 0 for v in values)
+
+
+def _reference_line(axes: Any, reference: Reference | None, label: str = "real data (held-out)") -> None:
+    """The metric on real held-out data as a dashed horizontal line: the ceiling the runs are read against."""
+    if reference is not None and reference.val is not None:
+        if axes.get_yscale() != "log" or reference.val > 0:
+            axes.axhline(reference.val, color="0.3", linestyle="--", linewidth=1.0, label=label)
+
+
+def _curve_figures(results: Sequence[RunResult], spec: MetricSpec, colors: dict[str, Any],
+                   reference: Reference | None = None, log_y: bool = False) -> list[str]:
+    """The validation metric against generator iterations and against training wall-clock time (`elapsed_s`)."""
     from matplotlib.figure import Figure
 
     plotted = [r for r in results if r.curve]
     per_run_legend = len(plotted) <= MAX_RUNS_IN_LEGEND
+    values = [p[2] for r in plotted for p in r.curve]
+    log = log_y and positive(values)
     images = []
     for axis_name, index, unit in (("generator iterations", 0, ""), ("wall-clock time", 1, " (s)")):
         figure = Figure(figsize=(6.4, 3.8))
         axes = figure.add_subplot()
+        if log:
+            from matplotlib.ticker import FuncFormatter
+
+            axes.set_yscale("log")
+            axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))  # 10 rather than 10^1
+            axes.yaxis.set_minor_formatter(FuncFormatter(_minor_log_label))
         seen_models: dict[str, int] = {}
+        drawn = 0
         for result in plotted:
             points = [(p[index], p[2]) for p in result.curve if p[index] is not None]
             if not points:
                 continue
+            drawn += 1
             model = result.run.model
             style = LINE_STYLES[seen_models.get(model, 0) % len(LINE_STYLES)]
             label = f"{result.run.label} ({model})" if per_run_legend else (model if model not in seen_models else None)
@@ -111,17 +152,22 @@ def _curve_figures(results: Sequence[RunResult], spec: MetricSpec, colors: dict[
             best = [p for p in points if p[1] == result.best]
             if best:
                 axes.plot(*best[0], "o", color=colors[model], markersize=5)
+        _reference_line(axes, reference)
         axes.set_xlabel(f"{axis_name}{unit}")
-        axes.set_ylabel(spec.val_key)
+        axes.set_ylabel(spec.val_key + (" (log scale)" if log else ""))
         axes.set_title(f"{spec.val_key} against {axis_name} (dots: best of each run)")
-        axes.grid(alpha=0.3)
-        if plotted:
+        axes.grid(alpha=0.3, which="both" if log else "major")
+        if not drawn:
+            axes.text(0.5, 0.5, f"no {spec.val_key} with {'elapsed_s' if index else 'g_iter'} recorded",
+                      transform=axes.transAxes, ha="center", va="center", color="0.4")
+        if drawn or (reference is not None and reference.val is not None):
             axes.legend(fontsize=7, loc="best")
         images.append(_svg_image(figure, f"{spec.val_key} against {axis_name}"))
     return images
 
 
-def _distribution_figure(results: Sequence[RunResult], spec: MetricSpec, colors: dict[str, Any]) -> str:
+def _distribution_figure(results: Sequence[RunResult], spec: MetricSpec, colors: dict[str, Any],
+                         reference: Reference | None = None) -> str:
     from matplotlib.figure import Figure
 
     by_model: dict[str, list[float]] = {}
@@ -142,6 +188,9 @@ def _distribution_figure(results: Sequence[RunResult], spec: MetricSpec, colors:
     axes.set_ylabel(f"best {spec.val_key} ({best_word} over the run)")
     axes.set_title("Best value per run, across trials and seeds")
     axes.grid(axis="y", alpha=0.3)
+    _reference_line(axes, reference)
+    if reference is not None and reference.val is not None:
+        axes.legend(fontsize=7, loc="best")
     return _svg_image(figure, f"distribution of the best {spec.val_key} per model")
 
 
@@ -198,14 +247,27 @@ def render_report(
     notes: Sequence[str],
     inputs: Sequence[str],
     fmt: Any,
+    reference: Reference | None = None,
+    seeds_table: Table | None = None,
+    log_y: bool = False,
 ) -> str:
     import matplotlib
 
     colors = _model_colors([r.run.model for r in results])
     with matplotlib.rc_context(PLOT_RC):
-        curves = _curve_figures(results, spec, colors)
-        distribution = _distribution_figure(results, spec, colors)
+        curves = _curve_figures(results, spec, colors, reference, log_y)
+        distribution = _distribution_figure(results, spec, colors, reference)
         budget_plot = _budget_figure(budget, spec, colors)
+    values = [p[2] for r in results for p in r.curve]
+    if log_y and not positive(values):
+        scale_note = "Curves on a linear scale: some values are not positive, which a log scale cannot show."
+    else:
+        scale_note = ("Curves on a log scale (--no-log-y for linear)." if log_y
+                      else "Curves on a linear scale (--log-y for a log scale).")
+    if reference is not None and reference.val is not None:
+        scale_note += " Dashed line: the metric on real held-out data."
+    seeds_html = (f'<h2>Over seeds</h2><div class="wide">{table_html(seeds_table, "seeds")}</div>'
+                  if seeds_table is not None else "")
     generated = datetime.datetime.now().isoformat(timespec="seconds")
     protocol_lines = "".join(
         f"<li>{_escape(split)}: {_escape(describe_protocol(protocol))}</li>" for split, protocol in protocols.items()
@@ -225,8 +287,10 @@ final is {_escape(spec.test_key)} where the run has it.</p>
 <ul class="meta">{protocol_lines}</ul>
 <h2>Runs</h2>
 <div class="wide">{table_html(table, "runs")}</div>
+{seeds_html}
 {notes_html}
 <h2>Curves</h2>
+<p class="meta">{_escape(scale_note)}</p>
 <div class="plots">{"".join(f"<figure>{c}</figure>" for c in curves)}</div>
 <h2>Best value per model</h2>
 <div class="plots"><figure>{distribution}</figure><figure>{budget_plot}</figure></div>

@@ -38,6 +38,7 @@ class Run:
     samples_name: str | None = None
     notes: list[str] = field(default_factory=list)
     label: str = ""
+    raw_config: dict[str, Any] | None = None  # Hydra's unresolved config (.hydra/config.yaml): what is interpolated
 
     @property
     def model(self) -> str:
@@ -195,6 +196,19 @@ def _read_config(path: Path) -> dict[str, Any]:
     return container if isinstance(container, dict) else {}
 
 
+def _read_raw_config(path: Path) -> dict[str, Any] | None:
+    """The composed config before interpolation, which Hydra keeps in `.hydra/config.yaml`; None when unreadable."""
+    if not path.is_file():
+        return None
+    from omegaconf import OmegaConf
+
+    try:
+        container = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception:  # only a help for the table: a damaged file is ignored
+        return None
+    return container if isinstance(container, dict) else None
+
+
 def _read_summary(path: Path, notes: list[str]) -> dict[str, Any] | None:
     if not path.is_file():
         return None
@@ -231,18 +245,19 @@ def load_run_dir(run_dir: Path) -> Run:
         samples_png=samples.read_bytes() if samples else None,
         samples_name=samples.name if samples else None,
         notes=notes,
+        raw_config=_read_raw_config(run_dir / ".hydra" / "config.yaml"),
     )
 
 
 def assign_directory_labels(runs: list[Run]) -> None:
-    """Short unique labels: each run's path below the runs' common directory, keeping at least two
-    components when that is all there is (a sweep's jobs are named 0, 1, ...: show sweep/0)."""
+    """Short unique labels: each run's path below the runs' common directory, keeping two components when
+    the names alone say little (jobs named 0, 1, ...: show sweep/0; `0_dcgan_digits_s0` stays as it is)."""
     paths = [os.path.abspath(run.source) for run in runs]
     if not paths:
         return
     common = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
     labels = [os.path.relpath(path, common) for path in paths]
-    if all(os.sep not in label for label in labels):
+    if all(os.sep not in label for label in labels) and any(len(label) <= 3 or label.isdigit() for label in labels):
         labels = [os.path.relpath(path, os.path.dirname(common)) for path in paths]
     for run, label in zip(runs, labels):
         run.label = label
