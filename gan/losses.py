@@ -78,7 +78,9 @@ Critic = Callable[[Tensor], Tensor]
 
 def _input_gradient_norm(critic: Critic, x: Tensor) -> Tensor:
     x = x.detach().requires_grad_(True)
-    (grad,) = torch.autograd.grad(critic(x).sum(), x, create_graph=True)
+    # A network compiled with torch.compile (model.compile=true) cannot be differentiated twice: run it eagerly.
+    with torch.compiler.set_stance("force_eager"):
+        (grad,) = torch.autograd.grad(critic(x).float().sum(), x, create_graph=True)
     return grad.flatten(1).norm(2, dim=1)
 
 

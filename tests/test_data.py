@@ -428,3 +428,48 @@ def test_configuration_errors():
         DigitsDataModule(**common("digits", (1, 32, 32), 10)).dataset("training")
     with pytest.raises(UserError, match="no class labels in 0..4"):
         DigitsDataModule(**common("digits", (1, 32, 32), 5)).setup("fit")
+
+
+# ---------------------------------------------------------------- decoded-image cache (issue 10, item 4)
+
+
+def test_image_files_are_decoded_once_into_a_memory_mapped_cache(tmp_path, monkeypatch):
+    import os
+
+    from gan.data import datamodule
+    from gan.data.datamodule import Batches, TensorPairs
+
+    root, cache = tmp_path / "images", tmp_path / "cache"
+    write_folder(root, count=30)
+    make = lambda **kw: FolderDataModule(**common("folder", (3, 8, 8), root=str(root), image_size=8, channels=3, **kw))
+    plain, cached = make(), make(cache_dir=str(cache))
+    cached.setup("fit")
+    train = cached.dataset("train")
+    assert isinstance(train, TensorPairs) and train.data.dtype == torch.uint8 and train.data.shape[1:] == (3, 8, 8)
+    [npy] = (cache / "images").glob("*.npy")  # the training split, written once
+    assert isinstance(np.load(npy, mmap_mode="r"), np.memmap)
+    for split in ("train", "val", "test"):  # the same images as decoding per access, batch by batch
+        a, b = cached.dataset(split), plain.dataset(split)
+        assert torch.equal(Batches(a, cached.fields)[list(range(len(a)))]["x"], torch.stack([x for x, _ in b]))
+    for a, b in zip(take(cached.train_dataloader(), 3), take(plain.train_dataloader(), 3)):
+        assert torch.equal(a["x"], b["x"])
+
+    def no_decoding(*args):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(datamodule, "read_image", no_decoding)
+    again = make(cache_dir=str(cache))
+    again.setup("fit")  # reuses the cache: no image is decoded
+    assert torch.equal(again.dataset("train").data, train.data)
+    assert len(list((cache / "images").glob("*.npy"))) == 3 and not list((cache / "images").glob(".*"))  # no temp left
+    monkeypatch.undo()
+
+    changed = plain.dataset("train").paths[0]  # a training image is replaced: a new key, decoded afresh
+    Image.fromarray(np.full((12, 20, 3), 255, np.uint8)).save(changed)
+    stat = changed.stat()
+    os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    fresh = make(cache_dir=str(cache)).dataset("train")
+    assert not torch.equal(fresh.data, train.data)
+    assert torch.equal(fresh.data[0], torch.full((3, 8, 8), 255, dtype=torch.uint8))
+    assert torch.equal(fresh.data[1:], train.data[1:])
+    assert len(list((cache / "images").glob("*.npy"))) == 4

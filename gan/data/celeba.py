@@ -38,4 +38,4 @@ class CelebADataModule(ImageDataModule):
         if missing:
             raise UserError(f"{images / missing[0]} is listed in {partition} but does not exist ({len(missing)} of the "
                             f"{len(names)} {split} images are missing). Extract img_align_celeba.zip completely into {folder}.")
-        return ImageFiles([images / name for name in names], self.image_size, self.channels, self.crop)
+        return self.decoded(ImageFiles([images / name for name in names], self.image_size, self.channels, self.crop))

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from gan.data.cache import decoded_images
 from gan.errors import UserError
 from gan.metrics.quantize import from_uint8
 
@@ -77,8 +78,15 @@ class GANDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """An endless stream, one item per training iteration: the model's `batches_per_iteration` minibatches
         stacked, as named fields. It starts where the datamodule's checkpointed position says."""
-        train = self.dataset("train")
+        train = self.on_device(self.dataset("train"))
         return self.loader(Batches(train, self.fields), self.stream(min(len(train), self.train_limit or len(train))))
+
+    def on_device(self, split: Dataset) -> Dataset:
+        """An in-memory split copied once to the accelerator the trainer runs on, when batches are read in this
+        process (num_workers=0): each batch is then indexed on the device and Lightning's transfer is a no-op.
+        On the CPU, with loader workers, or for file-backed splits, the split as it is."""
+        device = data_device(self.trainer, self.num_workers, split)
+        return split if device is None else split.to(device)
 
     def stream(self, num_samples: int, seed_offset: int = 0) -> "InfiniteBatchSampler":
         """Index batches over `num_samples` items from the stream's checkpointed position, one item per iteration
@@ -116,6 +124,20 @@ class GANDataModule(pl.LightningDataModule):
         """An in-memory split whose labels are hidden (-1) when the run is unconditional."""
         labels = labels.to(torch.int64)
         return TensorPairs(data, labels if self.num_classes is not None else torch.full_like(labels, -1))
+
+
+def data_device(trainer, num_workers: int, split: Dataset) -> torch.device | None:
+    """The device to hold `split` on for training, or None to leave it where it is: the trainer's accelerator, for
+    a split of tensors (in memory, or memory-mapped from the decoded-image cache) read without loader workers that
+    fits in a quarter of the device's free memory."""
+    if trainer is None or num_workers or not isinstance(split, TensorPairs):
+        return None
+    device = trainer.strategy.root_device
+    if device.type == "cpu" or device == split.data.device:
+        return None
+    if device.type == "cuda" and split.nbytes > torch.cuda.mem_get_info(device)[0] // 4:
+        return None
+    return device
 
 
 class InfiniteBatchSampler(Sampler):
@@ -185,9 +207,17 @@ class TensorPairs(Dataset):
         x = self.data[indices]
         return (from_uint8(x) if x.dtype == torch.uint8 else x), self.labels[indices]
 
+    @property
+    def nbytes(self) -> int:
+        return self.data.nbytes + self.labels.nbytes
+
+    def to(self, device: torch.device) -> "TensorPairs":
+        return TensorPairs(self.data.to(device), self.labels.to(device))
+
 
 class ImageFiles(Dataset):
-    """Image files decoded per item: centre square crop (side `crop`, or the largest), resize, unlabelled."""
+    """Image files decoded per item: centre square crop (side `crop`, or the largest), resize, unlabelled.
+    `ImageDataModule.decoded` serves them decoded once instead (gan.data.cache)."""
 
     def __init__(self, paths: Sequence[Path], image_size: int, channels: int, crop: int | None = None):
         self.paths, self.image_size, self.channels, self.crop = list(paths), image_size, channels, crop
@@ -244,8 +274,9 @@ class ImageDataModule(GANDataModule):
     def __init__(self, name: str, shape: Sequence[int], num_classes: int | None, batch_size: int,
                  num_workers: int = 0, seed: int = 0, root: str | None = None, download: bool = False,
                  image_size: int | None = None, channels: int | None = None, train_limit: int | None = None,
-                 backbone: str = "inception"):
+                 backbone: str = "inception", cache_dir: str | None = None):
         super().__init__(name, shape, num_classes, batch_size, num_workers, seed, train_limit, backbone)
+        self.cache_dir = cache_dir  # where image files are decoded once (gan.data.cache); None: decode per access
         image_size = self.default_image_size if image_size is None else image_size
         channels = self.default_channels if channels is None else channels
         if int(channels) not in (1, 3):
@@ -284,6 +315,13 @@ class ImageDataModule(GANDataModule):
             raise UserError(f"{title} was not found: {gone[0]} does not exist. The expected layout is {layout}. "
                             f"Run once with data.download=true on a machine with internet access, or copy the files there "
                             f"by hand; data.root=/path/to/data points the loader at another folder.")
+
+    def decoded(self, files: ImageFiles) -> Dataset:
+        """Image files as an in-memory split memory-mapped from the decoded cache under `cache_dir` (written on
+        first use), or decoded per access when there is no cache_dir."""
+        if self.cache_dir is None or len(files) == 0:
+            return files
+        return self.pairs(decoded_images(files, self.cache_dir), torch.full((len(files),), -1))
 
     def prepared(self, images: torch.Tensor, labels: torch.Tensor) -> "TensorPairs":
         """In-memory split from [N, C, H, W] images with values in 0..255."""

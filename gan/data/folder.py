@@ -38,7 +38,7 @@ class FolderDataModule(ImageDataModule):
     def load_split(self, split: str):
         lo, hi = SPLIT_BOUNDS[split]
         chosen = [p for p in self.files if lo <= hash_percent(p.relative_to(self.root_dir).as_posix()) < hi]
-        return ImageFiles(chosen, self.image_size, self.channels)
+        return self.decoded(ImageFiles(chosen, self.image_size, self.channels))
 
 
 def hash_percent(name: str) -> int:

@@ -11,10 +11,9 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from gan.errors import UserError
+from gan.errors import UserError, check_betas, non_negative, positive_float, positive_int
 from gan.losses import get_loss, get_regularizer
-from gan.models.core import (AdversarialModule, Batch, Phase, Player, check_betas, positive_float,
-                             positive_int)
+from gan.models.core import AdversarialModule, Batch, Phase, Player
 
 
 class GANModule(AdversarialModule):
@@ -43,12 +42,14 @@ class GANModule(AdversarialModule):
         conditioning: str = "none",
         log_every: int = 25,
         seed: int = 0,
+        compile: bool = False,
+        channels_last: bool = False,
     ):
-        super().__init__(seed=seed, log_every=log_every)
+        super().__init__(seed=seed, log_every=log_every, compile=compile, channels_last=channels_last)
         self.generator, self.discriminator = generator, discriminator
         self.name, self.arch, self.latent_dim = name, arch, positive_int("model.latent_dim", latent_dim)
         self.loss = get_loss(loss)
-        self.regularizer, self.reg_weight = get_regularizer(regularizer), float(reg_weight)
+        self.regularizer, self.reg_weight = get_regularizer(regularizer), non_negative("model.reg_weight", reg_weight)
         self.n_critic, self.pack = positive_int("model.n_critic", n_critic), positive_int("model.pack", pack)
         self.reg_every = positive_int("model.reg_every", reg_every)
         self.conditional = conditioning != "none"

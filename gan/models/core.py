@@ -25,10 +25,12 @@ from typing import Callable, Mapping, Sequence
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from gan.errors import DivergenceError, UserError
+from gan.errors import DivergenceError, UserError, positive_int
 
 Batch = Mapping[str, Tensor]
 
@@ -57,10 +59,14 @@ class Phase:
 class AdversarialModule(pl.LightningModule):
     """Runs a model's phases; subclasses build networks, call `schedule(players, phases)` and define `sample`."""
 
-    def __init__(self, seed: int = 0, log_every: int = 25):
+    def __init__(self, seed: int = 0, log_every: int = 25, compile: bool = False, channels_last: bool = False):
         super().__init__()
         self.automatic_optimization = False
         self.log_every = positive_int("model.log_every", log_every)
+        # Speed options, applied in `configure_model`; neither changes the weights or the checkpoint's keys.
+        self.compile_networks = flag("model.compile", compile)  # not `self.compile`: nn.Module.compile is a method
+        self.channels_last = flag("model.channels_last", channels_last)
+        self._configured = False
         self.seed = int(seed)
         self.rng = torch.Generator().manual_seed(self.seed)
         self.players: dict[str, Player] = {}
@@ -121,10 +127,48 @@ class AdversarialModule(pl.LightningModule):
             optimizers.append(player.optimizer(params, **kwargs))
         return optimizers
 
+    @property
+    def network_names(self) -> tuple[str, ...]:
+        """The networks the players train, each once (CycleGAN: g_ab, g_ba, d_a, d_b)."""
+        return tuple(dict.fromkeys(name for player in self.players.values() for name in player.networks))
+
+    def configure_model(self) -> None:
+        """Lightning calls this in `fit`, before the move to the device and before a checkpoint is restored.
+
+        - mixed precision (`trainer.precision=bf16-mixed|16-mixed`): each network's outputs are cast back to
+          float32, so under autocast only the layers inside run in 16 bits and every loss (softplus, sigmoid,
+          means, L1, cross-entropy, a gradient penalty's norm) is computed in float32;
+        - `channels_last`: 4-D weights (and, in `training_step`, image batches) in torch.channels_last;
+        - `compile`: each network's forward is compiled in place (`nn.Module.compile`), so parameter names and
+          checkpoints stay those of the plain network. Gradient penalties run the eager forward
+          (`gan.losses`): compiled graphs cannot be differentiated twice.
+        """
+        if self._configured:
+            return
+        self._configured = True
+        if str(self.trainer.precision).endswith("-mixed"):
+            for name in self.network_names:
+                getattr(self, name).register_forward_hook(float32_outputs)
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
+        if self.compile_networks:
+            for name in self.network_names:
+                network = getattr(self, name)
+                if any(parametrize.is_parametrized(m) for m in network.modules()):
+                    # torch.compile breaks the backward of a network called twice before it (D on real, then on
+                    # fake) when a parametrization updates a buffer in place: spectral norm's power iteration
+                    # (pytorch/pytorch#185497, torch 2.14). Such a network stays eager.
+                    rank_zero_warn(f"model.compile=true: {name} has spectral normalisation, which torch.compile "
+                                   f"cannot train yet (pytorch/pytorch#185497); it runs uncompiled.")
+                    continue
+                network.compile()
+
     def on_train_start(self) -> None:
         self._segment_start, self._seconds_at_start = time.perf_counter(), self.train_seconds
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
+        if self.channels_last:
+            batch = {key: to_channels_last(value) for key, value in batch.items()}
         optimizers = self.optimizers()
         optimizers = dict(zip(self.players, optimizers if isinstance(optimizers, list) else [optimizers]))
         for player in self.players.values():
@@ -135,13 +179,11 @@ class AdversarialModule(pl.LightningModule):
         # resumed run repeats them exactly without checkpointing the global RNG.
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(hash((self.seed, self.g_iter, self.global_rank)) % 2**63)
+            seed_generators(hash((self.seed, self.g_iter, self.global_rank)) % 2**63, self.device)
             self._run_phases(optimizers, split_batch(batch, self.batches_per_iteration))
         self.images_seen += len(next(iter(batch.values()))) * self.world_size
         self.g_iter += 1
         self.train_seconds = self._seconds_at_start + time.perf_counter() - self._segment_start
-        # ModelCheckpoint names periodic files by g_iter; the progress bar shows it too.
-        self.log("g_iter", float(self.g_iter), prog_bar=True, logger=False)
         if self.g_iter % self.log_every == 0:
             self._log_training()
 
@@ -213,11 +255,39 @@ class AdversarialModule(pl.LightningModule):
         self.rng.set_state(progress["rng"])
 
 
+def seed_generators(seed: int, device: torch.device) -> None:
+    """Seed the CPU's default generator and `device`'s, nothing else. `torch.manual_seed` seeds every backend
+    and records a stack trace for each lazily seeded one: ~0.4 ms a call, 6% of a toy GAN's iteration."""
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()].manual_seed(seed)
+
+
 def linear_decay(total_iters: int, decay_iters: int) -> Callable[[int], float]:
     """The lr multiplier of pix2pix/CycleGAN/StarGAN: 1 for `total_iters - decay_iters` iterations, then linearly
     down towards 0 (the reference code's `1 - max(0, i - constant) / (decay + 1)`)."""
     constant = total_iters - decay_iters
     return lambda i: 1.0 - max(0, i - constant) / (decay_iters + 1)
+
+
+def float32_outputs(module: nn.Module, inputs, output):
+    """Forward hook: a network's 16-bit floating outputs (a tensor or a tuple of them) as float32."""
+    if isinstance(output, tuple):
+        return tuple(float32_outputs(module, inputs, item) if isinstance(item, Tensor) else item for item in output)
+    if isinstance(output, Tensor) and output.dtype in (torch.float16, torch.bfloat16):
+        return output.float()
+    return output
+
+
+def to_channels_last(x: Tensor) -> Tensor:
+    """Images [N, C, H, W] in torch.channels_last; other tensors (labels, points) as they are."""
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+def flag(key: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise UserError(f"{key} must be true or false, got {value!r}.")
+    return value
 
 
 def split_batch(batch: Batch, parts: int) -> list[dict[str, Tensor]]:
@@ -226,27 +296,3 @@ def split_batch(batch: Batch, parts: int) -> list[dict[str, Tensor]]:
         return [dict(batch)]
     chunks = {key: value.chunk(parts) for key, value in batch.items()}
     return [{key: chunks[key][i] for key in batch} for i in range(parts)]
-
-
-def positive_int(key: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"{key} must be a positive integer, got {value!r}.")
-    return value
-
-
-def positive_float(key: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise UserError(f"{key} must be a positive number (e.g. 2e-4), got {value!r} ({type(value).__name__}).")
-    return float(value)
-
-
-def check_betas(key: str, betas) -> tuple[float, float] | None:
-    """Adam's (beta1, beta2), each in [0, 1), or None for optimisers without betas."""
-    if betas is None:
-        return None
-    values = list(betas) if isinstance(betas, Sequence) and not isinstance(betas, str) else None
-    if (values is None or len(values) != 2
-            or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in values)):
-        raise UserError(f"{key} must be two numbers in [0, 1), e.g. [0.5, 0.999], or null for optimisers without "
-                        f"betas (RMSprop); got {betas!r}.")
-    return float(values[0]), float(values[1])

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gan.errors import non_negative
 from gan.models.core import Batch, Phase
 from gan.models.translation import TranslationModule
 
@@ -50,11 +51,12 @@ class CycleGAN(TranslationModule):
                  d_optimizer: Callable, name: str = "cyclegan", g_lr: float = 2e-4, d_lr: float = 2e-4,
                  betas: Sequence[float] | None = (0.5, 0.999), cycle_weight: float = 10.0, identity_weight: float = 0.5,
                  pool_size: int = 50, total_iters: int | None = None, lr_decay: float = 0.0, log_every: int = 25,
-                 seed: int = 0):
-        super().__init__(seed=seed, log_every=log_every)
+                 seed: int = 0, **speed):  # compile, channels_last: see AdversarialModule
+        super().__init__(seed=seed, log_every=log_every, **speed)
         self.name = name
         self.g_ab, self.g_ba, self.d_a, self.d_b = g_ab, g_ba, d_a, d_b
-        self.cycle_weight, self.identity_weight = float(cycle_weight), float(identity_weight)
+        self.cycle_weight = non_negative("model.cycle_weight", cycle_weight)
+        self.identity_weight = non_negative("model.identity_weight", identity_weight)
         self.pools = {"a": ImagePool(pool_size, self.rng), "b": ImagePool(pool_size, self.rng)}
         self._fakes: dict[str, Tensor] = {}
         # As the reference code: one optimiser over both generators, one over both discriminators; G steps first.

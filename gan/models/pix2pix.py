@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from gan.losses import LOSSES
+from gan.errors import non_negative
 from gan.models.core import Batch, Phase
 from gan.models.translation import TranslationModule
 
@@ -18,11 +19,12 @@ class Pix2Pix(TranslationModule):
     def __init__(self, generator: nn.Module, discriminator: nn.Module, g_optimizer: Callable, d_optimizer: Callable,
                  name: str = "pix2pix", g_lr: float = 2e-4, d_lr: float = 2e-4,
                  betas: Sequence[float] | None = (0.5, 0.999), l1_weight: float = 100.0, eval_dropout: bool = True,
-                 total_iters: int | None = None, lr_decay: float = 0.0, log_every: int = 25, seed: int = 0):
-        super().__init__(eval_dropout=eval_dropout, seed=seed, log_every=log_every)
+                 total_iters: int | None = None, lr_decay: float = 0.0, log_every: int = 25, seed: int = 0,
+                 **speed):  # compile, channels_last: see AdversarialModule
+        super().__init__(eval_dropout=eval_dropout, seed=seed, log_every=log_every, **speed)
         self.name, self.generator, self.discriminator = name, generator, discriminator
         self.loss = LOSSES["non_saturating"]  # the paper's vanilla (BCE) GAN loss
-        self.l1_weight = float(l1_weight)
+        self.l1_weight = non_negative("model.l1_weight", l1_weight)
         self.schedule(
             self.generator_and_discriminator(g_optimizer, d_optimizer, g_lr, d_lr, betas, total_iters, lr_decay),
             [Phase("d", "discriminator", self.discriminator_loss), Phase("g", "generator", self.generator_loss)])

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gan.losses import gradient_penalty
-from gan.models.core import Batch, Phase, positive_int
+from gan.errors import non_negative, positive_int
+from gan.models.core import Batch, Phase
 from gan.models.translation import TranslationModule
 
 
@@ -21,10 +22,12 @@ class StarGAN(TranslationModule):
                  name: str = "stargan", g_lr: float = 1e-4, d_lr: float = 1e-4,
                  betas: Sequence[float] | None = (0.5, 0.999), n_critic: int = 5, gp_weight: float = 10.0,
                  cls_weight: float = 1.0, rec_weight: float = 10.0, total_iters: int | None = None,
-                 lr_decay: float = 0.0, log_every: int = 25, seed: int = 0):
-        super().__init__(seed=seed, log_every=log_every)
+                 lr_decay: float = 0.0, log_every: int = 25, seed: int = 0,
+                 **speed):  # compile, channels_last: see AdversarialModule
+        super().__init__(seed=seed, log_every=log_every, **speed)
         self.name, self.generator, self.discriminator = name, generator, discriminator
-        self.gp_weight, self.cls_weight, self.rec_weight = float(gp_weight), float(cls_weight), float(rec_weight)
+        self.gp_weight, self.cls_weight, self.rec_weight = (non_negative(f"model.{key}", value) for key, value in
+                                                            (("gp_weight", gp_weight), ("cls_weight", cls_weight), ("rec_weight", rec_weight)))
         self.n_critic = positive_int("model.n_critic", n_critic)
         self.schedule(
             self.generator_and_discriminator(g_optimizer, d_optimizer, g_lr, d_lr, betas, total_iters, lr_decay),

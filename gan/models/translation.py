@@ -7,7 +7,8 @@ import torch
 from torch import Tensor, nn
 
 from gan.errors import UserError
-from gan.models.core import AdversarialModule, Player, check_betas, linear_decay, positive_float, positive_int
+from gan.errors import check_betas, positive_float, positive_int
+from gan.models.core import AdversarialModule, Player, linear_decay
 
 
 class TranslationModule(AdversarialModule):
@@ -19,8 +20,9 @@ class TranslationModule(AdversarialModule):
 
     translation: str
 
-    def __init__(self, eval_dropout: bool = False, seed: int = 0, log_every: int = 25):
-        super().__init__(seed=seed, log_every=log_every)
+    def __init__(self, eval_dropout: bool = False, seed: int = 0, log_every: int = 25, compile: bool = False,
+                 channels_last: bool = False):
+        super().__init__(seed=seed, log_every=log_every, compile=compile, channels_last=channels_last)
         self.eval_dropout = bool(eval_dropout)
 
     def run(self, net: nn.Module, *inputs: Tensor) -> Tensor:

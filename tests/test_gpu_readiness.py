@@ -1,0 +1,135 @@
+"""GPU readiness, checked on the CPU: mixed precision with the manual loop, torch.compile, channels-last, and
+in-memory splits moved to the accelerator once (issue 10, item 4). The file cache of decoded images is tested
+in test_data.py."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from torch import nn
+
+from conftest import compose_config
+from gan.data.datamodule import Batches, ImageFiles, TensorPairs, data_device
+from gan.data.digits import DigitsDataModule
+from gan.models.base import GANModule
+from gan.models.core import float32_outputs
+from gan.train import load_checkpoint, train
+
+TINY = ["data.image_size=8", "data.batch_size=16", "g_iters=2", "model.log_every=1"]
+TINY_DCGAN = ["model.generator.dcgan.width=8", "model.discriminator.dcgan.width=8"]
+MODELS = {
+    "dcgan": ["model=dcgan", *TINY_DCGAN],
+    # the gradient penalty differentiates D twice under autocast; n_critic=2 splits the iteration's batch
+    "wgan_gp": ["model=wgan_gp", "model.arch=dcgan", "model.n_critic=2", *TINY_DCGAN],
+    "pix2pix": ["model=pix2pix", "data=digits_edges", "model.generator.width=8", "model.discriminator.width=8"],
+}
+
+
+def losses(run: Path) -> list[float]:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["g_iter"] for r in records] == [1, 2]
+    return [v for r in records for k, v in r.items() if k.startswith("train/")]
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_bf16_mixed_precision_trains_with_the_manual_loop(tmp_path, model):
+    run = tmp_path / "run"
+    train(compose_config(run, *MODELS[model], *TINY, "trainer.precision=bf16-mixed"))
+    values = losses(run)
+    assert values and all(math.isfinite(v) for v in values)
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+
+
+def test_network_outputs_are_float32_under_autocast():
+    """The losses of every model see float32: autocast runs the layers in bf16, the hook casts their outputs."""
+    net = nn.Linear(4, 2)
+    net.register_forward_hook(float32_outputs)
+    pair = nn.Linear(4, 2)
+    pair.forward = lambda x: (nn.functional.linear(x, pair.weight), torch.arange(3))  # a tuple, e.g. StarGAN's D
+    pair.register_forward_hook(float32_outputs)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert nn.functional.linear(torch.ones(1, 4), net.weight).dtype == torch.bfloat16  # what autocast does
+        assert net(torch.ones(1, 4)).dtype == torch.float32
+        logits, labels = pair(torch.ones(1, 4))
+        assert logits.dtype == torch.float32 and labels.dtype == torch.int64
+
+
+def test_channels_last_trains_and_converts_weights_and_batches(tmp_path, monkeypatch):
+    seen = []
+    d_loss = GANModule.discriminator_loss
+    monkeypatch.setattr(GANModule, "discriminator_loss", lambda self, batch: seen.append(
+        batch["x"].is_contiguous(memory_format=torch.channels_last)) or d_loss(self, batch))
+    run = tmp_path / "run"
+    train(compose_config(run, *MODELS["dcgan"], *TINY, "model.channels_last=true"))
+    assert all(math.isfinite(v) for v in losses(run))
+    assert seen == [True, True]  # the real images of both iterations
+    module = configured(compose_config(run, *MODELS["dcgan"], *TINY, "model.channels_last=true"))
+    convs = [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+
+
+def configured(cfg, precision: str = "32-true"):
+    """The model as Lightning's `fit` prepares it (`configure_model`), without training it."""
+    module = instantiate(cfg.model)
+    module.trainer = SimpleNamespace(precision=precision)
+    module.configure_model()
+    return module
+
+
+@pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc")), reason="torch.compile on the CPU needs a C compiler")
+def test_compiled_training_writes_checkpoints_that_load_uncompiled(tmp_path):
+    """torch.compile on the CPU (inductor, C compiler): WGAN-GP, whose penalty runs the networks eagerly (compiled
+    graphs cannot be differentiated twice). The checkpoint keeps the plain networks' keys."""
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    run = tmp_path / "run"
+    overrides = [*MODELS["wgan_gp"], "model.n_critic=1", *TINY, "model.compile=true"]
+    train(compose_config(run, *overrides))
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 2  # G and D were compiled
+    assert all(math.isfinite(v) for v in losses(run))
+    cfg, _, loaded = load_checkpoint(run)
+    assert cfg.model.compile is True and loaded.generator._compiled_call_impl is None  # loaded: not compiled
+    plain = instantiate(compose_config(run, *MODELS["wgan_gp"], *TINY).model)
+    assert loaded.state_dict().keys() == plain.state_dict().keys()
+    plain.load_state_dict(torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"])
+    assert torch.isfinite(loaded.sample(4, torch.Generator().manual_seed(0))["x"]).all()
+    torch._dynamo.reset()
+
+
+def test_compile_leaves_spectrally_normalised_networks_eager(tmp_path):
+    cfg = compose_config(tmp_path, "model=sngan", "model.arch=cnn", "model.compile=true")
+    with pytest.warns(UserWarning, match="spectral normalisation"):
+        module = configured(cfg, precision="bf16-mixed")
+    assert module.generator._compiled_call_impl is not None and module.discriminator._compiled_call_impl is None
+    assert module.generator._forward_hooks  # bf16-mixed: outputs cast to float32
+
+
+def test_in_memory_split_goes_to_the_trainers_accelerator_once():
+    """No GPU here: the meta device stands in for it (indexing and dtype conversion work there, values do not)."""
+    split = TensorPairs(torch.randint(0, 256, (10, 1, 4, 4), dtype=torch.uint8), torch.arange(10))
+    on = lambda device: SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
+    assert data_device(on("meta"), 0, split) == torch.device("meta")
+    assert data_device(on("cpu"), 0, split) is None  # on the CPU nothing changes
+    assert data_device(on("meta"), 2, split) is None  # loader workers index on the host
+    assert data_device(None, 0, split) is None
+    assert data_device(on("meta"), 0, ImageFiles([], 4, 1)) is None  # decoded per access: stays on the host
+    batch = Batches(split.to(torch.device("meta")), lambda x, y: {"x": x, "y": y})[[0, 3, 5]]
+    assert batch["x"].device.type == "meta" and batch["x"].dtype == torch.float32 and batch["x"].shape == (3, 1, 4, 4)
+
+
+def test_datamodule_serves_training_batches_from_the_device():
+    dm = DigitsDataModule(name="digits", shape=(1, 8, 8), num_classes=10, batch_size=4, image_size=8, channels=1)
+    dm.setup("fit")
+    dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("meta")), lightning_module=None,
+                                 global_rank=0, world_size=1)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["x"].device.type == "meta" and batch["y"].device.type == "meta"
+    assert dm.dataset("train").data.device.type == "cpu"  # the split the metrics read stays where it was
+    dm.trainer = SimpleNamespace(**{**vars(dm.trainer), "strategy": SimpleNamespace(root_device=torch.device("cpu"))})
+    assert next(iter(dm.train_dataloader()))["x"].device.type == "cpu"
