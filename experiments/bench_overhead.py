@@ -1,14 +1,22 @@
-"""How much the framework adds to a GAN training step, side by side with a plain PyTorch loop.
+"""What `python -m gan.run` costs beside a plain PyTorch script of the same networks, timed as whole processes.
 
-Both train the same DCGAN networks (same init, batch, optimisers, loss, n_critic) on the same data
-for the same number of generator iterations; the framework runs with its default callbacks and
-logging (progress bar, JSONL + W&B offline logging, sample grids, checkpoints). Rounds alternate
-between the two so machine noise hits both; the median per-iteration time is compared.
+Both sides build the same networks, optimisers and loss from the same composed config (same init, n_critic,
+packing, EMA) and draw the same kind of batches: the in-memory training split indexed by a seeded permutation.
+The plain side is this file (`--plain N`): a hand-written loop, nothing else. The framework side is what a user
+runs, `python -m gan.run g_iters=N metrics=none` with its default callbacks and loggers (progress bar,
+metrics.jsonl, W&B offline, sample grids, checkpoints). Rounds alternate between the two so machine noise hits
+both, and each side runs at two lengths N1 < N2:
 
-    python experiments/bench_overhead.py [--g-iters 500] [--rounds 3] [key=value overrides ...]
+- `wall`: the whole process, start to exit (imports, data, W&B start-up, training, shutdown);
+- `train`: the training time the process reports itself (plain: its loop; gan.run: summary.json `train_seconds`);
+- `marginal`: (wall(N2) - wall(N1)) / (N2 - N1), the cost of one more iteration seen from outside, start-up
+  cancelled. The ratio of the marginals is the overhead a long run pays; `train / N` must agree with it, else
+  something outside the timed loop (a background thread or process) is taking the machine.
 
-`--plain-only N` trains the plain loop alone for N iterations and exits, so that it can be timed as a whole
-process beside `python -m gan.run g_iters=N metrics=none` (e.g. with /usr/bin/time, runs alternating).
+    python experiments/bench_overhead.py                        # DCGAN on digits 16x16, 200 and 1000 iterations
+    python experiments/bench_overhead.py --preset toy           # the toy GAN on grid: 3x128 MLPs, batch 256
+    python experiments/bench_overhead.py --iters 300 1500 --rounds 5 model=wgan_gp logger=none
+    python experiments/bench_overhead.py --plain 1000 [overrides]   # the plain loop alone; prints JSON
 """
 from __future__ import annotations
 
@@ -16,95 +24,130 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
-from torch.utils.data import DataLoader
-
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from gan.train import train  # noqa: E402
+PRESETS = {"dcgan": [], "toy": ["experiment=toy_gan", "data=grid", "trainer.max_steps=-1"]}
 
 
-def config(run_dir: str, g_iters: int, overrides: list[str]):
+def compose_config(g_iters: int, overrides: list[str], run_dir: str):
+    from hydra import compose, initialize_config_dir
+
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("train", overrides=[f"g_iters={g_iters}", "metrics=none", *overrides, f"paths.run_dir={run_dir}"])
+        return compose("train", overrides=[*overrides, f"g_iters={g_iters}", "metrics=none", f"paths.run_dir={run_dir}"])
 
 
-def plain_loop(cfg) -> float:
-    """Seconds per generator iteration of a hand-written loop over the same objects."""
+def plain(g_iters: int, overrides: list[str]) -> dict:
+    """A plain loop over the config's networks: n_critic D steps on fresh real batches, then one G step."""
+    sys.path.insert(0, str(REPO))
+    import torch
+    from hydra.utils import instantiate
+
+    from gan.metrics.quantize import from_uint8
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose_config(g_iters, overrides, tmp)
     torch.manual_seed(cfg.seed)
     dm = instantiate(cfg.data)
     module = instantiate(cfg.model)
-    G, D, loss = module.generator, module.discriminator, module.loss
+    G, D, loss, pack = module.generator, module.discriminator, module.loss, module.pack
+    ema = getattr(module, "ema_generator", None)
     opt_g, opt_d = module.configure_optimizers()  # the model's players: generator, discriminator
-    loader = DataLoader(dm.dataset("train"), batch_size=dm.batch_size, shuffle=True, drop_last=True)
-    batches, d_steps, g_iters = iter(loader), 0, 0
+    data = dm.dataset("train").data
+    batch, latent = dm.batch_size, module.latent_dim
+    order_rng = torch.Generator().manual_seed(cfg.seed)
+    order = torch.empty(0, dtype=torch.long)
+
+    def real_batch():
+        nonlocal order
+        if len(order) < batch:
+            order = torch.randperm(len(data), generator=order_rng)
+        x, order = data[order[:batch]], order[batch:]
+        return from_uint8(x) if x.dtype == torch.uint8 else x
+
+    def critic(x):
+        return D(x.reshape(x.shape[0] // pack, pack * x.shape[1], *x.shape[2:]))
+
     start = time.perf_counter()
-    while g_iters < cfg.g_iters:
-        try:
-            real, _ = next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            real, _ = next(batches)
-        n = real.shape[0]
-        with torch.no_grad():
-            fake = G(torch.randn(n, module.latent_dim))
-        d_loss = loss.d(D(real), D(fake))
-        opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        opt_d.step()
-        d_steps += 1
-        if d_steps % module.n_critic:
-            continue
-        for p in D.parameters():
-            p.requires_grad_(False)
-        g_loss = loss.g(D(G(torch.randn(n, module.latent_dim))))
+    for _ in range(g_iters):
+        for _ in range(module.n_critic):
+            real = real_batch()
+            with torch.no_grad():
+                fake = G(torch.randn(batch, latent))
+            d_loss = loss.d(critic(real), critic(fake))
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+        D.requires_grad_(False)
+        g_loss = loss.g(critic(G(torch.randn(batch, latent))))
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
-        for p in D.parameters():
-            p.requires_grad_(True)
-        g_iters += 1
-    return (time.perf_counter() - start) / cfg.g_iters
+        D.requires_grad_(True)
+        if ema is not None:
+            ema.update_parameters(G)
+    return {"train_seconds": time.perf_counter() - start, "g_iters": g_iters, "d_loss": d_loss.item(),
+            "g_loss": g_loss.item()}
 
 
-def framework(cfg) -> float:
-    """Seconds per generator iteration inside `trainer.fit`, as the module measures it (start-up excluded)."""
-    train(cfg)
-    return json.loads((Path(cfg.paths.run_dir) / "summary.json").read_text())["train_seconds"] / cfg.g_iters
+def timed(command: list[str], env: dict) -> tuple[float, str]:
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode:
+        sys.exit(f"{' '.join(command)} failed with exit code {done.returncode}:\n{done.stderr[-3000:]}")
+    return wall, done.stdout
+
+
+def one_run(side: str, n: int, overrides: list[str], env: dict) -> tuple[float, float]:
+    """(wall seconds, training seconds) of one process."""
+    if side == "plain":
+        wall, out = timed([sys.executable, __file__, "--plain", str(n), *overrides], env)
+        return wall, json.loads(out.strip().splitlines()[-1])["train_seconds"]
+    with tempfile.TemporaryDirectory() as tmp:
+        wall, _ = timed([sys.executable, "-m", "gan.run", *overrides, f"g_iters={n}", "metrics=none",
+                         f"hydra.run.dir={tmp}/run"], env)
+        return wall, json.loads((Path(tmp) / "run" / "summary.json").read_text())["train_seconds"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--g-iters", type=int, default=500)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="dcgan")
+    parser.add_argument("--iters", type=int, nargs=2, default=[200, 1000], metavar=("N1", "N2"))
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--plain-only", type=int, metavar="N", help="only the plain loop, N iterations, then exit")
+    parser.add_argument("--plain", type=int, metavar="N", help="run the plain loop alone for N iterations; print JSON")
     args, overrides = parser.parse_known_args()
-    os.environ.setdefault("WANDB_MODE", "offline")
-    if args.plain_only:
-        with tempfile.TemporaryDirectory() as tmp:
-            print(f"plain {plain_loop(config(str(Path(tmp) / 'run'), args.plain_only, overrides)) * 1e3:.2f} ms/iter")
+    overrides = PRESETS[args.preset] + overrides
+    if args.plain:
+        print(json.dumps(plain(args.plain, overrides)))
         return
-    plain, fw = [], []
+    env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
+    n1, n2 = sorted(args.iters)
+    runs = {(side, n): [] for side in ("plain", "gan.run") for n in (n1, n2)}
     for r in range(args.rounds):
-        with tempfile.TemporaryDirectory() as tmp:
-            cfg = config(str(Path(tmp) / "run"), args.g_iters, overrides)
-            plain.append(plain_loop(cfg))
-            fw.append(framework(cfg))
-        print(f"round {r + 1}: plain {plain[-1] * 1e3:.2f} ms/iter, framework {fw[-1] * 1e3:.2f} ms/iter", flush=True)
-    p, f = statistics.median(plain), statistics.median(fw)
-    print(f"\nmodel={cfg.model.name} data={cfg.data.name} image_size={cfg.data.get('image_size')} "
-          f"batch={cfg.data.batch_size} n_critic={cfg.model.n_critic} g_iters={args.g_iters} threads={torch.get_num_threads()}")
-    print(f"plain PyTorch loop: {p * 1e3:.2f} ms per generator iteration (median of {args.rounds})")
-    print(f"framework:          {f * 1e3:.2f} ms per generator iteration (median of {args.rounds})")
-    print(f"overhead: {100 * (f / p - 1):+.1f}%  (target: at most +5%)")
+        for n in (n1, n2):
+            for side in (("plain", "gan.run") if r % 2 == 0 else ("gan.run", "plain")):
+                runs[side, n].append(one_run(side, n, overrides, env))
+                wall, train = runs[side, n][-1]
+                print(f"round {r + 1}  {side:<8} N={n:<5} wall {wall:7.2f} s  train {train:7.2f} s", flush=True)
+
+    def median(side, n, k):
+        return statistics.median(run[k] for run in runs[side, n])
+
+    print(f"\npreset {args.preset}, overrides {overrides}, medians of {args.rounds} rounds")
+    print(f"{'':10}{'wall N1':>10}{'wall N2':>10}{'train/N2':>12}{'marginal':>12}")
+    marginal = {}
+    for side in ("plain", "gan.run"):
+        marginal[side] = (median(side, n2, 0) - median(side, n1, 0)) / (n2 - n1)
+        print(f"{side:<10}{median(side, n1, 0):9.2f}s{median(side, n2, 0):9.2f}s"
+              f"{median(side, n2, 1) / n2 * 1e3:9.2f} ms{marginal[side] * 1e3:9.2f} ms")
+    print(f"gan.run / plain: marginal {marginal['gan.run'] / marginal['plain']:.3f}x, "
+          f"train {median('gan.run', n2, 1) / median('plain', n2, 1):.3f}x, "
+          f"wall at N2 {median('gan.run', n2, 0) / median('plain', n2, 0):.3f}x")
 
 
 if __name__ == "__main__":

@@ -162,3 +162,21 @@ def test_cli_bad_input_exits_nonzero_with_one_paragraph(tmp_path):
     bad = run_cli("data=celeba", f"data.root={tmp_path}", f"hydra.run.dir={tmp_path / 'r'}", cwd=tmp_path)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "celeba" in bad.stderr
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("model.g_lr=fast", "model.g_lr must be a positive number, got 'fast'"),
+    ("model.betas=[0.5]", "model.betas must be two numbers in [0, 1)"),
+    ("model.n_critic=2.5", "model.n_critic must be a positive integer"),
+    ("g_iters=-5", "g_iters must be a positive integer"),
+    ("callbacks.checkpoint.every_g_iters=0", "callbacks.checkpoint.every_g_iters must be a positive integer"),
+    ("callbacks.samples.every_g_iters=x", "callbacks.samples.every_g_iters must be a positive integer"),
+    ("data.image_size=abc", "values under `data`: ValueError"),
+    ("trainer.max_steps=x", "values under `trainer`"),
+])
+def test_config_values_are_checked_where_they_enter_naming_the_key(tmp_path, override, expected):
+    run = tmp_path / "run"
+    with pytest.raises(UserError) as error:
+        train(compose_config(run, "metrics=none", override))
+    assert expected in str(error.value)
+    assert not run.exists()

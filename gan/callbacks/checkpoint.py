@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
+from gan.errors import positive_int
 from gan.storage import save_torch
 
 
@@ -28,7 +30,7 @@ class GIterCheckpoint(ModelCheckpoint):
         kwargs.setdefault("save_top_k", -1)
         kwargs.setdefault("save_last", True)
         super().__init__(**kwargs)
-        self.every_g_iters = every_g_iters
+        self.every_g_iters = positive_int("callbacks.checkpoint.every_g_iters", every_g_iters)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if pl_module.g_iter % self.every_g_iters or self._should_skip_saving_checkpoint(trainer):
@@ -36,6 +38,10 @@ class GIterCheckpoint(ModelCheckpoint):
         candidates = self._monitor_candidates(trainer)
         self._save_topk_checkpoint(trainer, candidates)
         self._save_last_checkpoint(trainer, candidates)
+
+    def _monitor_candidates(self, trainer) -> dict:
+        """The file name's `g_iter` comes from the model, not from a value logged every step."""
+        return super()._monitor_candidates(trainer) | {"g_iter": torch.tensor(float(trainer.lightning_module.g_iter))}
 
 
 class EmbedConfig(Callback):

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 from pytorch_lightning.callbacks import Callback, RichProgressBar
 
+from gan.errors import positive_int
+
 
 class IterationBudget(Callback):
     """Stops training once the model has run `g_iters` iterations; a resumed run that is already there
     stops before its first step. None: no limit of its own (trainer.max_steps or max_epochs decides)."""
 
     def __init__(self, g_iters: int | None):
-        self.g_iters = None if g_iters is None else int(g_iters)
+        self.g_iters = None if g_iters is None else positive_int("g_iters", g_iters)
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.on_train_batch_end(trainer, pl_module)
@@ -20,6 +22,13 @@ class IterationBudget(Callback):
 
 
 class GANProgressBar(RichProgressBar):
+    """Rich's bar counting iterations. It redraws from a thread at most `refresh_rate` times a second (Lightning's
+    default, 100, costs the training loop measurable time on a small CPU), and reads the logged losses only on the
+    iterations that log them (the model's `log_every`), not on every step."""
+
+    def __init__(self, refresh_rate: int = 4, **kwargs):
+        super().__init__(refresh_rate=refresh_rate, **kwargs)
+
     @property
     def total_train_batches(self) -> int | float:
         budget = next((c for c in self.trainer.callbacks if isinstance(c, IterationBudget)), None)
@@ -34,11 +43,10 @@ class GANProgressBar(RichProgressBar):
         if self.train_progress_bar_id is None:
             self._initialize_train_progress_bar_id()
         self._update(self.train_progress_bar_id, pl_module.g_iter)
-        self._update_metrics(trainer, pl_module)
-        self.refresh()
+        if pl_module.g_iter % getattr(pl_module, "log_every", 1) == 0:
+            self._update_metrics(trainer, pl_module)
 
     def get_metrics(self, trainer, pl_module):
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
-        metrics.pop("g_iter", None)
         return metrics

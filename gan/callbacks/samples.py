@@ -8,6 +8,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from torchvision.utils import make_grid, save_image
 
+from gan.errors import positive_int
 from gan.metrics.quantize import from_uint8
 
 
@@ -19,7 +20,8 @@ class SampleGrid(Callback):
     def __init__(self, dirpath: str, every_g_iters: int = 250, size: int = 64, seed: int = 1, toy_points: int = 2500,
                  min_tile: int = 48):
         self.dirpath = Path(dirpath)
-        self.every_g_iters, self.size, self.seed = every_g_iters, size, seed
+        self.every_g_iters = positive_int("callbacks.samples.every_g_iters", every_g_iters)
+        self.size, self.seed = positive_int("callbacks.samples.size", size), seed
         self.toy_points, self.min_tile = toy_points, min_tile
         self.last_path: Path | None = None
         self._written_at = -1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from gan.errors import UserError
+from gan.errors import UserError, non_negative
 from gan.models.base import GANModule
 
 
@@ -17,7 +17,7 @@ class ACGAN(GANModule):
             raise UserError(f"model=acgan trains D's auxiliary classifier, so it needs model.conditioning=acgan "
                             f"(got {conditioning}) and a labelled dataset (data=digits, mnist, fashion_mnist or cifar10).")
         super().__init__(*args, conditioning=conditioning, **kwargs)
-        self.class_weight = float(class_weight)
+        self.class_weight = non_negative("model.class_weight", class_weight)
 
     def adversarial_d_loss(self, real: Tensor, y_real: Tensor, fake: Tensor, y_fake: Tensor) -> Tensor:
         d_real, classes_real = self.discriminator(real, y_real, return_class_logits=True)

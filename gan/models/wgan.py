@@ -7,7 +7,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from gan.errors import UserError
+from gan.errors import UserError, positive_float
 from gan.models.base import GANModule
 from gan.models.core import Phase
 
@@ -22,9 +22,7 @@ def rmsprop(params: Iterable[nn.Parameter], lr: float, betas=None, **kwargs) -> 
 class WGAN(GANModule):
     def __init__(self, *args, clip: float = 0.01, **kwargs):
         super().__init__(*args, **kwargs)
-        if not clip > 0:
-            raise UserError(f"model.clip must be positive (the paper uses 0.01), got {clip}.")
-        self.clip = float(clip)
+        self.clip = positive_float("model.clip", clip)  # the paper: 0.01
 
     @torch.no_grad()
     def after_step(self, phase: Phase) -> None:
