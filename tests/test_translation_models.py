@@ -12,8 +12,9 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from conftest import assert_same, compose_config, final_state, kill_and_resume, run_cli
+from gan.errors import UserError
 from gan.losses import LOSSES
-from gan.models.core import linear_decay
+from gan.models.core import lr_schedule
 from gan.models.cyclegan import CycleGAN, ImagePool
 from gan.models.pix2pix import Pix2Pix
 from gan.models.stargan import StarGAN
@@ -100,9 +101,13 @@ def test_image_pool_fills_then_swaps_about_half_of_the_new_fakes():
     assert torch.equal(ImagePool(0, torch.Generator()).query(first), first)
 
 
-def test_linear_decay_is_constant_then_falls_towards_zero():
-    factor = linear_decay(total_iters=10, decay_iters=4)
+def test_lr_schedule_is_constant_then_falls_towards_zero():
+    factor = lr_schedule(total_iters=10, decay=0.4)
     assert [factor(i) for i in (0, 5, 6, 7, 9)] == pytest.approx([1, 1, 1, 1 - 1 / 5, 1 - 3 / 5])  # 6 constant
+    assert lr_schedule(total_iters=None, decay=0.0) is None
+    for bad in ({"total_iters": None, "decay": 0.5}, {"total_iters": 10, "decay": 1.5}):
+        with pytest.raises(UserError, match="model.lr_decay"):
+            lr_schedule(**bad)
 
 
 def test_stargan_translations_depend_on_the_target_attributes(tmp_path):

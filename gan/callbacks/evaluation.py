@@ -13,7 +13,6 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_info
 

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from gan.errors import UserError, check_betas, non_negative, positive_float, positive_int
 from gan.losses import get_loss, get_regularizer
-from gan.models.core import AdversarialModule, Batch, Phase, Player
+from gan.models.core import AdversarialModule, Batch, Phase, Player, lr_schedule
 
 
 class GANModule(AdversarialModule):
@@ -38,6 +38,8 @@ class GANModule(AdversarialModule):
         n_critic: int = 1,
         pack: int = 1,
         ema_decay: float | None = None,
+        total_iters: int | None = None,
+        lr_decay: float = 0.0,
         num_classes: int | None = None,
         conditioning: str = "none",
         log_every: int = 25,
@@ -63,15 +65,16 @@ class GANModule(AdversarialModule):
         self.ema_decay = ema_decay
         if ema_decay:
             self.ema_generator = self.make_ema(generator, float(ema_decay))
-        betas = check_betas("model.betas", betas)
+        betas, decay = check_betas("model.betas", betas), lr_schedule(total_iters, lr_decay)
         phases = [Phase("d", "discriminator", self.discriminator_loss, repeats=self.n_critic)]
         if self.regularizer is not None and self.reg_weight and self.reg_every > 1:
             phases.append(Phase("d_reg", "discriminator", self.lazy_regularization, every=self.reg_every, lazy=True))
         phases.append(Phase("g", "generator", self.generator_loss))
         self.schedule(
             [Player("generator", ("generator",), g_optimizer, positive_float("model.g_lr", g_lr), betas,
-                    ema=("generator",) if ema_decay else ()),
-             Player("discriminator", ("discriminator",), d_optimizer, positive_float("model.d_lr", d_lr), betas)],
+                    ema=("generator",) if ema_decay else (), lr_factor=decay),
+             Player("discriminator", ("discriminator",), d_optimizer, positive_float("model.d_lr", d_lr), betas,
+                    lr_factor=decay)],
             phases)
 
     # ---- sampling ---------------------------------------------------------------------------------

@@ -263,10 +263,21 @@ def seed_generators(seed: int, device: torch.device) -> None:
         torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()].manual_seed(seed)
 
 
-def linear_decay(total_iters: int, decay_iters: int) -> Callable[[int], float]:
-    """The lr multiplier of pix2pix/CycleGAN/StarGAN: 1 for `total_iters - decay_iters` iterations, then linearly
-    down towards 0 (the reference code's `1 - max(0, i - constant) / (decay + 1)`)."""
-    constant = total_iters - decay_iters
+def lr_schedule(total_iters: int | None, decay: float) -> Callable[[int], float] | None:
+    """The lr multiplier of pix2pix/CycleGAN/StarGAN, for any model: constant, then linearly towards zero over the
+    last `decay` fraction of `total_iters` (CycleGAN: 100 + 100 epochs, decay 0.5; the reference code's
+    `1 - max(0, i - constant) / (decay + 1)`); none at 0."""
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay <= 1:
+        raise UserError(f"model.lr_decay must be a fraction of the training length in [0, 1] (0.5: constant for the "
+                        f"first half, then linear decay to zero; 0: constant), got {decay!r}.")
+    if not decay:
+        return None
+    if total_iters is None:
+        raise UserError("model.lr_decay needs the training length model.total_iters (by default g_iters), but it is "
+                        "null. Set model.total_iters (or g_iters), or model.lr_decay=0 for a constant lr.")
+    total = positive_int("model.total_iters", total_iters)
+    decay_iters = max(1, round(decay * total))
+    constant = total - decay_iters
     return lambda i: 1.0 - max(0, i - constant) / (decay_iters + 1)
 
 

@@ -6,9 +6,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from gan.errors import UserError
-from gan.errors import check_betas, positive_float, positive_int
-from gan.models.core import AdversarialModule, Player, linear_decay
+from gan.errors import check_betas, positive_float
+from gan.models.core import AdversarialModule, Player, lr_schedule
 
 
 class TranslationModule(AdversarialModule):
@@ -50,17 +49,3 @@ class TranslationModule(AdversarialModule):
 
     def grid_columns(self, batch: dict[str, Tensor]) -> list[Tensor]:
         raise NotImplementedError
-
-
-def lr_schedule(total_iters: int | None, decay: float) -> Callable[[int], float] | None:
-    """The papers' lr: constant, then linearly towards zero over the last `decay` fraction of `total_iters`
-    (CycleGAN: 100 + 100 epochs, decay 0.5); none at 0."""
-    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay <= 1:
-        raise UserError(f"model.lr_decay must be a fraction of the training length in [0, 1] (0.5: constant for the "
-                        f"first half, then linear decay to zero; 0: constant), got {decay!r}.")
-    if not decay:
-        return None
-    if total_iters is None:
-        raise UserError("model.lr_decay needs the training length model.total_iters (by default g_iters), but it is "
-                        "null. Set model.total_iters, or model.lr_decay=0 for a constant lr.")
-    return linear_decay(positive_int("model.total_iters", total_iters), max(1, round(decay * total_iters)))
