@@ -57,7 +57,7 @@ def parse_args(argv: Sequence[str]) -> DictConfig:
     from gan.run import config_dir
 
     defaults = OmegaConf.load(Path(config_dir()) / "evaluate.yaml")
-    usage = "Usage: python -m gan.evaluate ckpt=<run dir or .ckpt> [metrics=[fid,is,kid,pr,memorization]] [num_samples=10000] [split=test]"
+    usage = "Usage: python -m gan.evaluate ckpt=<run dir or .ckpt> [metrics=[fid,is,kid,pr,memorization,ppl]] [num_samples=10000] [split=test] [truncation=0.7]"
     malformed = [a for a in argv if "=" not in a or a.startswith("=")]
     if malformed:
         raise UserError(f"Arguments must be key=value pairs, got {malformed}. {usage}. The keys are: {', '.join(defaults)}.")
@@ -100,9 +100,11 @@ def evaluate_checkpoint(cfg: DictConfig) -> tuple[Evaluation, Path]:
         classifier=OmegaConf.to_container(run_metrics.classifier) if run_metrics.get("classifier") else None, **sizes,
     )
     evaluation = evaluator.evaluate(module, split=cfg.split, seed=cfg.seed, ema=cfg.ema, ckpt=str(ckpt),
-                                    keep_samples=cfg.save_samples)
+                                    keep_samples=cfg.save_samples, truncation_psi=cfg.truncation,
+                                    truncation_cutoff=cfg.truncation_cutoff)
     if cfg.save_samples:
-        samples_path = ckpt.parent / f"samples_{ckpt.stem}_{cfg.split}_n{len(evaluation.samples)}_seed{cfg.seed}.npz"
+        psi = "" if evaluation.provenance.get("truncation_psi", 1) == 1 else f"_psi{evaluation.provenance['truncation_psi']:g}"
+        samples_path = ckpt.parent / f"samples_{ckpt.stem}_{cfg.split}_n{len(evaluation.samples)}_seed{cfg.seed}{psi}.npz"
         save_samples(evaluation, samples_path)
         evaluation.provenance["samples_file"] = str(samples_path)
     return evaluation, save_json(evaluation.to_dict(), ckpt.parent / "eval.json")
@@ -140,7 +142,9 @@ def format_table(evaluation: Evaluation) -> str:
         return format_translation_table(evaluation)
     header = (f"{p['dataset']} / {p['split']} split, backbone {p['backbone']} (weights {p['weights_sha256']}, "
               f"resize {p['resize']}), {p['num_fake']} generated vs {p['num_real']} real, seed {p['seed']}, "
-              f"g_iter {p['g_iter']}, ema {p['ema']}")
+              f"g_iter {p['g_iter']}, ema {p['ema']}"
+              + (f", truncation psi {p['truncation_psi']:g} (cutoff {p['truncation_cutoff']})"
+                 if p.get("truncation_psi", 1) != 1 else ""))
     width = max(len(k) for k in evaluation.values)
     rows = [f"  {k:<{width}}  {v:.6g}" for k, v in evaluation.values.items()]
     return "\n".join([header, f"  {'metric':<{width}}  value", *rows])

@@ -1,4 +1,5 @@
-"""Sample grids from the fixed latents every N generator iterations: PNG in `samples/` and to the loggers."""
+"""Sample grids from the fixed latents every N generator iterations: PNG in `samples/` and to the loggers; models
+with an `extra_grids(generator, size)` method (StyleGAN) add named grids of their own in `samples/<name>/`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -42,21 +43,33 @@ class SampleGrid(Callback):
         if len(trainer.datamodule.shape) == 1:
             self._scatter(trainer, module, path)
         else:
-            images, columns = self.grid(module, trainer.datamodule)
-            if images.shape[-1] < self.min_tile:  # small images (8x8, 16x16 digits) are enlarged to be readable
-                factor = -(-self.min_tile // images.shape[-1])
-                images = torch.nn.functional.interpolate(images, scale_factor=factor, mode="nearest")
-            grid = make_grid(images, nrow=columns, normalize=True, value_range=(-1, 1), pad_value=1.0)
-            save_image(grid, path)
+            self.save_grid(*self.grid(module, trainer.datamodule), path)
         self.last_path = path
+        self.log_image(trainer, "samples", path, module.g_iter)
+        # a model's own further grids (StyleGAN: style mixing, truncation sweep), in samples/<name>/iter_<g_iter>.png
+        if hasattr(module, "extra_grids"):
+            for name, (images, columns) in module.extra_grids(torch.Generator().manual_seed(self.seed), self.size).items():
+                extra = self.dirpath / name / path.name
+                extra.parent.mkdir(exist_ok=True)
+                self.save_grid(images, columns, extra)
+                self.log_image(trainer, name, extra, module.g_iter)
+
+    def save_grid(self, images: torch.Tensor, columns: int, path: Path) -> None:
+        if images.shape[-1] < self.min_tile:  # small images (8x8, 16x16 digits) are enlarged to be readable
+            factor = -(-self.min_tile // images.shape[-1])
+            images = torch.nn.functional.interpolate(images, scale_factor=factor, mode="nearest")
+        save_image(make_grid(images, nrow=columns, normalize=True, value_range=(-1, 1), pad_value=1.0), path)
+
+    @staticmethod
+    def log_image(trainer, key: str, path: Path, step: int) -> None:
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_image(key="samples", images=[str(path)], step=module.g_iter)
+                logger.log_image(key=key, images=[str(path)], step=step)
             elif isinstance(logger, TensorBoardLogger):
                 from PIL import Image
                 import numpy as np
                 image = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1)
-                logger.experiment.add_image("samples", image, module.g_iter)
+                logger.experiment.add_image(key, image, step)
 
     def grid(self, module, datamodule) -> tuple[torch.Tensor, int]:
         """(images, columns): a conditional model shows every class in a row of its own; a translation model one

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from gan.metrics import scores
 from gan.metrics.backbone import Backbone, build_backbone, resolve_backbone
 from gan.metrics.distributed import gather_rows, rank_and_world_size, rank_zero_first
 from gan.metrics.memorization import memorization_summary, nearest_distances
+from gan.metrics.ppl import classifier_distance, perceptual_path_length
 from gan.metrics.quantize import from_uint8, to_uint8
 from gan.metrics.real_data import load_tensors
 from gan.metrics.reference import Reference, load_reference, reference_key
@@ -24,7 +26,7 @@ from gan.metrics.toy import toy_metrics
 from gan.metrics.translation import REF_REAL, Judges, evaluate_translation, partner_split
 from gan.storage import cache_key, save_json
 
-METRICS = ("fid", "is", "kid", "pr", "memorization")
+METRICS = ("fid", "is", "kid", "pr", "memorization", "ppl")
 DEFAULT_METRICS = ("fid", "is", "kid", "pr")
 TOY_VALUES = ("modes", "high_quality", "reverse_kl")
 REF_REAL_VERSION = 1  # bump when the real-data reference values are computed differently: old cache files are ignored
@@ -104,26 +106,49 @@ class Evaluator:
 
     # ---- generation -------------------------------------------------------------------------------
     def evaluate(self, module, split: str = "val", seed: int | None = None, ema: bool | None = None,
-                 ckpt: str | None = None, num_samples: int | None = None, keep_samples: bool = False) -> Evaluation:
+                 ckpt: str | None = None, num_samples: int | None = None, keep_samples: bool = False,
+                 truncation_psi: float = 1.0, truncation_cutoff: int | None = None) -> Evaluation:
         """Draw this rank's share of `num_samples` fresh samples from `module` and score them against `split`.
 
         The real side uses up to the same number of images of `split` (fewer when the split is smaller).
+        `truncation_psi` != 1: samples with the truncation trick (models whose `sample` takes it), recorded.
         """
         seed = self.seed if seed is None else int(seed)
         num_samples = self.num_samples if num_samples is None or self.toy else int(num_samples)
+        truncation = truncation_options(module, truncation_psi, truncation_cutoff)
+        ppl = self._path_length(module, seed, num_samples, ema) if "ppl" in self.names else None
         if getattr(module, "translation", None):
             return self._evaluate_translation(module, split, seed, ckpt, num_samples, keep_samples)
         rank, world_size = rank_and_world_size()
         n_local = num_samples // world_size + (rank < num_samples % world_size)
-        fake, labels = generate(module, n_local, sample_seed(seed, rank), self.batch_size, ema)
+        fake, labels = generate(module, n_local, sample_seed(seed, rank), self.batch_size, ema, **truncation)
         used_ema = getattr(module, "ema_generator", None) is not None and ema is not False
         context = {"ckpt": None if ckpt is None else str(ckpt), "g_iter": int(getattr(module, "g_iter", 0)),
-                   "ema": used_ema}
+                   "ema": used_ema, "truncation_psi": float(truncation.get("truncation_psi", 1.0)),
+                   "truncation_cutoff": truncation.get("truncation_cutoff")}
         evaluation = self.score(fake, split, seed, context, num_real=num_samples)
+        if ppl is not None:
+            evaluation.values.update(ppl[0])
+            evaluation.provenance.update(ppl[1])
         if keep_samples:
             evaluation.samples = gather_rows(fake, self.device)
             evaluation.labels = None if labels is None else gather_rows(labels, self.device)
         return evaluation
+
+    def _path_length(self, module, seed: int, num_samples: int, ema: bool | None):
+        """Perceptual path length (gan.metrics.ppl) of a style-based generator, on the classifier's features; every
+        rank computes the same value from the same pairs."""
+        if not hasattr(module, "style_generator"):
+            raise UserError(f"ppl (perceptual path length) walks the latent space of a generator with a mapping "
+                            f"network (model=stylegan or stylegan2); model {getattr(module, 'name', '?')} has none. "
+                            f"Drop ppl from the metrics for this model.")
+        if self.backbone_name != "classifier":
+            raise UserError(f"ppl is measured on the classifier backbone's features here (the papers' LPIPS-VGG16 "
+                            f"distance is not wired in), but the backbone is {self.backbone_name}. Use "
+                            f"backbone=classifier (metrics.backbone=classifier in training), or drop ppl.")
+        return perceptual_path_length(module.style_generator(ema), classifier_distance(self.backbone.extractor.net),
+                                      num_samples, sample_seed(seed, 0), batch_size=self.batch_size,
+                                      device=self.device)
 
     # ---- scoring ----------------------------------------------------------------------------------
     def score(self, fake: torch.Tensor, split: str, seed: int, context: dict[str, Any] | None = None,
@@ -222,7 +247,7 @@ class Evaluator:
             return self._real_rows[memo]
         key = {"reference": cache_key(reference.key),
                "partner": reference_key(self.datamodule, partner, self.backbone, n),
-               "names": sorted(name for name in self.names if name != "memorization"), "seed": int(seed),
+               "names": sorted(name for name in self.names if name not in ("memorization", "ppl")), "seed": int(seed),
                "kid_subsets": self.kid_subsets, "version": REF_REAL_VERSION}
         path = (self.cache_dir / "reference" /
                 f"ref_real-{self.datamodule.name}-{split}-vs-{partner}-n{n}-s{int(seed)}-{cache_key(key)}.json")
@@ -287,15 +312,29 @@ def sample_seed(seed: int, rank: int) -> int:
     return int(seed) * 1_000_003 + int(rank)
 
 
+def truncation_options(module, psi, cutoff) -> dict[str, Any]:
+    """`module.sample`'s keyword arguments for the truncation trick: none for psi = 1; a UserError for a model
+    whose `sample` has no truncation (it has no mapping network and no mean w to truncate towards)."""
+    if isinstance(psi, (int, float)) and not isinstance(psi, bool) and psi == 1:
+        return {}
+    if "truncation_psi" not in inspect.signature(module.sample).parameters:
+        raise UserError(f"truncation={psi}: the truncation trick pulls a style-based generator's w towards its mean "
+                        f"(model=stylegan, stylegan2); model {getattr(module, 'name', type(module).__name__)} has "
+                        f"no mapping network. Leave truncation at 1 for this model.")
+    return {"truncation_psi": psi, "truncation_cutoff": cutoff}
+
+
 @torch.no_grad()
-def generate(module, n: int, seed: int, batch_size: int = 250, ema: bool | None = None):
+def generate(module, n: int, seed: int, batch_size: int = 250, ema: bool | None = None, **sample_options):
     """(samples on the CPU, labels or None): `n` samples drawn by `module.sample` with a private generator.
 
     The generator is seeded here, so training randomness is untouched and the samples depend only on `seed`.
-    The model decides what it draws (a conditional model, uniformly random labels, returned as `y`).
+    The model decides what it draws (a conditional model, uniformly random labels, returned as `y`);
+    `sample_options` (truncation) go to `module.sample`.
     """
     generator = torch.Generator().manual_seed(seed)
-    batches = [module.sample(min(batch_size, n - start), generator=generator, ema=ema) for start in range(0, n, batch_size)]
+    batches = [module.sample(min(batch_size, n - start), generator=generator, ema=ema, **sample_options)
+               for start in range(0, n, batch_size)]
     if not batches:
         return torch.empty(0), None
     samples = torch.cat([b["x"].float().cpu() for b in batches])
