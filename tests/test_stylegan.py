@@ -18,7 +18,7 @@ from PIL import Image
 from conftest import assert_same, compose_config, final_state, kill_and_resume
 from gan.errors import UserError
 from gan.evaluate import main as evaluate_main
-from gan.metrics.ppl import perceptual_path_length, slerp
+from gan.metrics.ppl import lpips_distance, perceptual_path_length, slerp
 from gan.models.stylegan import TRUNCATION_SWEEP, StyleGAN
 from gan.nets.stylegan import (EqualLinear, StyleDiscriminator, StyleGenerator, minibatch_stddev, modulated_conv2d,
                                modulated_weights, upsample)
@@ -316,3 +316,30 @@ def test_bad_truncation_gives_a_clear_error(tmp_path, options, match):
     module = instantiate(tiny(tmp_path, "stylegan2").model)
     with pytest.raises(UserError, match=match):
         module.sample(2, **options)
+
+
+def test_lpips_distance_is_torch_fidelitys_lpips_and_offline_a_clear_error(monkeypatch):
+    """With the inception backbone PPL uses torch-fidelity's LPIPS-VGG16 module. Here its weights cannot be
+    downloaded: the failure is one UserError; with stand-in weights (random VGG16, positive linear heads) the
+    distance of an image to itself is 0, to another positive, one value per pair, grey images accepted."""
+    import urllib.error
+
+    import torchvision
+    from torch_fidelity import sample_similarity_lpips as lpips_module
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(lpips_module, "load_state_dict_from_url", offline)
+    with pytest.raises(UserError, match="LPIPS-VGG16.*backbone=classifier"):
+        lpips_distance()
+    torch.manual_seed(0)
+    heads = {f"lin{k}.model.1.weight": torch.rand(1, c, 1, 1) for k, c in enumerate([64, 128, 256, 512, 512])}
+    monkeypatch.setattr(lpips_module, "load_state_dict_from_url", lambda *a, **k: heads)
+    monkeypatch.setattr(lpips_module, "torchvision_load_pretrained_vgg16", lambda: torchvision.models.vgg16())
+    distance = lpips_distance()
+    x, y = torch.rand(3, 1, 16, 16) * 2 - 1, torch.rand(3, 1, 16, 16) * 2 - 1
+    assert torch.allclose(distance(x, x), torch.zeros(3), atol=1e-6)
+    d = distance(x, y)
+    assert d.shape == (3,) and (d > 0).all()
+

@@ -17,7 +17,8 @@ from gan.metrics import scores
 from gan.metrics.backbone import Backbone, build_backbone, resolve_backbone
 from gan.metrics.distributed import gather_rows, rank_and_world_size, rank_zero_first
 from gan.metrics.memorization import memorization_summary, nearest_distances
-from gan.metrics.ppl import classifier_distance, perceptual_path_length
+from gan.metrics.ppl import (CLASSIFIER_DISTANCE, LPIPS_DISTANCE, classifier_distance, lpips_distance,
+                             perceptual_path_length)
 from gan.metrics.quantize import from_uint8, to_uint8
 from gan.metrics.real_data import load_tensors
 from gan.metrics.reference import Reference, load_reference, reference_key
@@ -136,19 +137,19 @@ class Evaluator:
         return evaluation
 
     def _path_length(self, module, seed: int, num_samples: int, ema: bool | None):
-        """Perceptual path length (gan.metrics.ppl) of a style-based generator, on the classifier's features; every
-        rank computes the same value from the same pairs."""
+        """Perceptual path length (gan.metrics.ppl) of a style-based generator: LPIPS-VGG16 distances with the
+        inception backbone (as the papers), the classifier's features with the classifier backbone (offline);
+        every rank computes the same value from the same pairs."""
         if not hasattr(module, "style_generator"):
             raise UserError(f"ppl (perceptual path length) walks the latent space of a generator with a mapping "
                             f"network (model=stylegan or stylegan2); model {getattr(module, 'name', '?')} has none. "
                             f"Drop ppl from the metrics for this model.")
-        if self.backbone_name != "classifier":
-            raise UserError(f"ppl is measured on the classifier backbone's features here (the papers' LPIPS-VGG16 "
-                            f"distance is not wired in), but the backbone is {self.backbone_name}. Use "
-                            f"backbone=classifier (metrics.backbone=classifier in training), or drop ppl.")
-        return perceptual_path_length(module.style_generator(ema), classifier_distance(self.backbone.extractor.net),
-                                      num_samples, sample_seed(seed, 0), batch_size=self.batch_size,
-                                      device=self.device)
+        if self.backbone_name == "classifier":
+            distance, name = classifier_distance(self.backbone.extractor.net), CLASSIFIER_DISTANCE
+        else:
+            distance, name = lpips_distance(self.device), LPIPS_DISTANCE
+        return perceptual_path_length(module.style_generator(ema), distance, num_samples, sample_seed(seed, 0),
+                                      batch_size=self.batch_size, device=self.device, distance_name=name)
 
     # ---- scoring ----------------------------------------------------------------------------------
     def score(self, fake: torch.Tensor, split: str, seed: int, context: dict[str, Any] | None = None,
