@@ -165,6 +165,18 @@ def test_a_short_run_grows_logs_its_stage_and_samples_at_the_data_resolution(tmp
     assert fresh.stage == (0, 1.0)
 
 
+def test_evaluations_record_the_resolution_and_alpha_they_sampled_at(tmp_path, monkeypatch):
+    from gan.metrics.evaluator import Evaluator
+
+    cfg = compose_config(tmp_path, *TINY, "model.stable_images=8", "model.fade_images=8")
+    module = instantiate(cfg.model)
+    module.stage_images = 12  # half-way through the fade-in of 8x8
+    contexts = []
+    monkeypatch.setattr(Evaluator, "score", lambda self, fake, split, seed, context, num_real: contexts.append(context))
+    Evaluator(instantiate(cfg.data), names=["fid"], cache_dir=tmp_path).evaluate(module, num_samples=4)
+    assert contexts[0]["resolution"] == 8 and contexts[0]["alpha"] == 0.5 and contexts[0]["g_iter"] == 0
+
+
 def test_stopped_during_a_fade_in_and_resumed_ends_like_an_uninterrupted_run(tmp_path):
     # 2 iterations at 4x4, then 8x8 fades in over iterations 2-5: the first part stops after training at alpha 0.25
     args = [*TINY, "data.batch_size=4", "model.stable_images=8", "model.fade_images=16", "model.log_every=1"]

@@ -126,7 +126,8 @@ class Evaluator:
         used_ema = getattr(module, "ema_generator", None) is not None and ema is not False
         context = {"ckpt": None if ckpt is None else str(ckpt), "g_iter": int(getattr(module, "g_iter", 0)),
                    "ema": used_ema, "truncation_psi": float(truncation.get("truncation_psi", 1.0)),
-                   "truncation_cutoff": truncation.get("truncation_cutoff")}
+                   "truncation_cutoff": truncation.get("truncation_cutoff"),
+                   **getattr(module, "sampling_context", dict)()}  # ProGAN: the resolution and alpha sampled at
         evaluation = self.score(fake, split, seed, context, num_real=num_samples)
         if ppl is not None:
             evaluation.values.update(ppl[0])

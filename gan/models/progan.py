@@ -59,6 +59,11 @@ class ProGAN(GANModule):
         """(level, alpha): what this iteration trains, and what samples show."""
         return growth_stage(self.stage_images, self.levels, self.fade_images, self.stable_images)
 
+    def sampling_context(self) -> dict[str, float]:
+        """What an evaluation records beside its values: the resolution and alpha its samples were drawn at."""
+        level, alpha = self.stage
+        return {"resolution": 4 * 2**level, "alpha": alpha}
+
     def get_extra_state(self) -> Tensor:
         """The stage belongs to the weights: whatever loads a state dict alone (the evaluation's best.ckpt, a
         checkpoint's weights) samples at the resolution and alpha those weights were trained at."""
