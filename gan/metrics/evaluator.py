@@ -276,8 +276,12 @@ class Evaluator:
         return self._real_rows[memo]
 
     def _memorization(self, fake: torch.Tensor, split: str, num_real: int):
-        if self._train_images is None:
-            self._train_images = load_tensors(self.datamodule.dataset("train"), uint8=True)[0]
+        if self._train_images is None:  # the images the model trained on (data.train_limit's subset, if any)
+            train = self.datamodule.dataset("train")
+            self._train_images = load_tensors(train, uint8=True)[0]
+            subset = self.datamodule.train_indices(len(train))
+            if subset is not None:
+                self._train_images = self._train_images[subset]
         fake_distances = gather_rows(nearest_distances(to_uint8(fake), self._train_images, device=self.device), self.device)
         held_out = load_tensors(self.datamodule.dataset(split), num_real, uint8=True)[0]
         real_distances = nearest_distances(held_out, self._train_images, device=self.device)

@@ -15,7 +15,7 @@ SUBSET_SEED = 0  # the real subset is part of the protocol: it never changes wit
 
 # Class counts of the labelled datasets, used when the run itself is unconditional (labels hidden).
 # The embedded image-to-image sets keep the digit class as a hidden label (gan.data.digits_translation).
-KNOWN_NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10,
+KNOWN_NUM_CLASSES = {"digits": 10, "mnist": 10, "mnist5k": 10, "fashion_mnist": 10, "cifar10": 10,
                      "digits_edges": 10, "digits_styles": 10, "digits_attributes": 10}
 
 
