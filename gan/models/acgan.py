@@ -20,15 +20,15 @@ class ACGAN(GANModule):
         self.class_weight = non_negative("model.class_weight", class_weight)
 
     def adversarial_d_loss(self, real: Tensor, y_real: Tensor, fake: Tensor, y_fake: Tensor) -> Tensor:
-        d_real, classes_real = self.discriminator(real, y_real, return_class_logits=True)
-        d_fake, classes_fake = self.discriminator(fake, y_fake, return_class_logits=True)
+        d_real, classes_real = self.discriminator(self.augmented(real), y_real, return_class_logits=True)
+        d_fake, classes_fake = self.discriminator(self.augmented(fake), y_fake, return_class_logits=True)
         classification = F.cross_entropy(classes_real, y_real) + F.cross_entropy(classes_fake, y_fake)
         self.record_critic(d_real, d_fake)
         self._last.update(d_class=classification.detach(), real_accuracy=(classes_real.argmax(1) == y_real).float().mean())
         return self.loss.d(d_real, d_fake) + self.class_weight * classification
 
     def adversarial_g_loss(self, fake: Tensor, y_fake: Tensor) -> Tensor:
-        d_fake, classes_fake = self.discriminator(fake, y_fake, return_class_logits=True)
+        d_fake, classes_fake = self.discriminator(self.augmented(fake), y_fake, return_class_logits=True)
         classification = F.cross_entropy(classes_fake, y_fake)
         self._last["g_class"] = classification.detach()
         return self.loss.g(d_fake) + self.class_weight * classification

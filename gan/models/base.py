@@ -3,6 +3,11 @@
 Phases per iteration: `d` (n_critic discriminator steps, each on its own real minibatch, with the
 regulariser in its loss), `d_reg` (only when `reg_every > 1`: the regulariser alone, lazily, every
 `reg_every` iterations), then `g` (one generator step). Variants override a loss or a hook.
+
+With `augment` (DiffAugment or ADA, `gan.augment`) D sees only augmented images: `critic` augments every image it
+is given, so D's loss (real and fake), G's loss and the regularisers (whose input gradients flow back through the
+augmentation to the un-augmented image, as in stylegan2-ada-pytorch) all see what D sees. ADA's p is adjusted from
+D's outputs on real images (`record_critic`) every `ada_interval` iterations and logged as train/ada_p.
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from gan.augment import AdaptiveAugment, make_augment
 from gan.errors import UserError, check_betas, non_negative, positive_float, positive_int
 from gan.losses import get_loss, get_regularizer
 from gan.models.core import AdversarialModule, Batch, Phase, Player, lr_schedule
@@ -42,6 +48,11 @@ class GANModule(AdversarialModule):
         lr_decay: float = 0.0,
         num_classes: int | None = None,
         conditioning: str = "none",
+        augment: str = "none",
+        augment_policy: str | Sequence[str] = "color,translation,cutout",
+        ada_target: float = 0.6,
+        ada_interval: int = 4,
+        ada_kimg: float = 500,
         log_every: int = 25,
         seed: int = 0,
         compile: bool = False,
@@ -63,6 +74,7 @@ class GANModule(AdversarialModule):
                             "or model.conditioning=none.")
         self.num_classes = num_classes if self.conditional else None
         self.ema_decay = ema_decay
+        self.augment_pipe = make_augment(augment, augment_policy, ada_target, ada_interval, ada_kimg)
         if ema_decay:
             self.ema_generator = self.make_ema(generator, float(ema_decay))
         betas, decay = check_betas("model.betas", betas), lr_schedule(total_iters, lr_decay)
@@ -112,9 +124,39 @@ class GANModule(AdversarialModule):
             return x
         return x.reshape(x.shape[0] // self.pack, self.pack * x.shape[1], *x.shape[2:])
 
+    def unpacked(self, x: Tensor) -> Tensor:
+        return x if self.pack == 1 else x.reshape(x.shape[0] * self.pack, x.shape[1] // self.pack, *x.shape[2:])
+
+    def augmented(self, x: Tensor) -> Tensor:
+        """The images as D sees them: augmented with fresh draws from the model's RNG (model.augment), or as they are."""
+        if self.augment_pipe is None:
+            return x
+        if x.dim() != 4:
+            raise UserError(f"model.augment={'ada' if self.ada else 'diffaugment'} augments images [N, C, H, W], but "
+                            f"this data has shape {list(x.shape)}. Use image data, or model.augment=none.")
+        return self.augment_pipe(x, self.rng)
+
     def critic(self, x: Tensor, y: Tensor | None) -> Tensor:
-        """D's adversarial logits, with PacGAN packing: m samples are judged jointly as one."""
-        return self.discriminator(self.packed(x), y)
+        """D's adversarial logits on augmented images (model.augment), with PacGAN packing: m samples are judged
+        jointly as one."""
+        return self.discriminator(self.packed(self.augmented(x)), y)
+
+    @property
+    def ada(self) -> bool:
+        return isinstance(self.augment_pipe, AdaptiveAugment)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> None:
+        if not self.ada:
+            return super().training_step(batch, batch_idx)
+        pipe = self.augment_pipe
+        self._last["ada_p"] = pipe.p.clone()  # the p this iteration augments with
+        super().training_step(batch, batch_idx)
+        if self.g_iter % pipe.interval == 0:
+            if self.world_size > 1:
+                pipe.signs.copy_(self.trainer.strategy.reduce(pipe.signs, reduce_op="sum"))
+            r_t = pipe.adjust(len(next(iter(batch.values()))) * self.world_size * pipe.interval)
+            if r_t is not None:
+                self._last["ada_rt"] = r_t
 
     def real_data(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
         if self.conditional and "y" not in batch:
@@ -139,16 +181,21 @@ class GANModule(AdversarialModule):
         return self.loss.d(d_real, d_fake)
 
     def record_critic(self, d_real: Tensor, d_fake: Tensor) -> None:
-        """What a person reads as D(x) and D(G(z)), logged beside the losses."""
+        """What a person reads as D(x) and D(G(z)), logged beside the losses; ADA's overfitting signal."""
+        if self.ada:
+            self.augment_pipe.observe(d_real)
         self._last.update(d_real=self.loss.d_output(d_real).mean(), d_fake=self.loss.d_output(d_fake).mean())
 
     def regularization(self, real: Tensor, y_real: Tensor | None, fake: Tensor) -> Tensor | float:
         """reg_weight x the regulariser, on D's actual (packed) inputs: with packing, D's input gradient is
-        taken with respect to the packed sample, and interpolates mix whole packs (PacGAN + WGAN-GP)."""
+        taken with respect to the packed sample, and interpolates mix whole packs (PacGAN + WGAN-GP). With
+        augmentation, D judges the augmented input and the gradient is taken through the augmentation with respect to
+        the un-augmented one (R1 on real images as stylegan2-ada-pytorch; the gradient penalty's interpolates are
+        augmented after mixing)."""
         if self.regularizer is None or not self.reg_weight:
             return 0.0
-        penalty = self.regularizer(lambda x: self.discriminator(x, y_real), self.packed(real), self.packed(fake),
-                                   self.rng)
+        penalty = self.regularizer(lambda x: self.critic(self.unpacked(x), y_real), self.packed(real),
+                                   self.packed(fake), self.rng)
         self._last["reg"] = penalty.detach()
         return self.reg_weight * penalty
 
