@@ -1,0 +1,157 @@
+"""BigGAN (Brock et al. 2019) on the GAN loop: the networks of `gan.nets.biggan`, hinge loss, 2 D steps per G step,
+orthogonal regularisation in G's loss, an EMA of G that starts averaging after a warm-up, truncated latents at
+sampling.
+
+- Orthogonal regularisation (the paper's section 3.1): beta * ||W^T W (1 - I)||_F^2 summed over G's weights, each
+  reshaped to [fan_in, out] (its filters as columns, so W^T W is the filters' Gram matrix), without the diagonal:
+  the filters are pushed towards pairwise orthogonality, their norms are free. Added to G's loss (the reference
+  adds its gradient, 2 (W W^T (1 - I)) W, i.e. that of half the penalty, to the gradients directly).
+- EMA: the updates of the first `ema_start` iterations copy G (the reference's decay 0 before `ema_start`); later
+  ones blend with `ema_decay`.
+- Truncation trick: latent entries with |z| above a threshold are redrawn until none is (the paper's section 3.1);
+  the other entries keep their values. `sample(threshold=t)` takes the paper's threshold. The evaluator's
+  `truncation=psi` (shared with StyleGAN, where psi = 1 is no truncation) maps to the threshold whose interval
+  keeps the fraction psi of a standard normal's mass: t = sqrt(2) erfinv(psi), so psi = 1 is no truncation,
+  psi = 0.6827 is t = 1, psi = 0.9545 is t = 2, and smaller psi truncates more, as for StyleGAN.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from gan.errors import UserError, non_negative
+from gan.models.base import GANModule
+from gan.models.core import Batch, Player
+
+TRUNCATION_SWEEP = (None, 2.0, 1.0, 0.5, 0.04)  # thresholds of the paper's figure 2(a), after no truncation
+
+
+def orthogonal_penalty(weight: Tensor) -> Tensor:
+    """||W^T W (1 - I)||_F^2 for W the weight with its output filters as columns ([fan_in, out])."""
+    filters = weight.flatten(1)  # [out, fan_in]: the rows are W's columns
+    gram = filters @ filters.T
+    return (gram - torch.diag_embed(gram.diagonal())).square().sum()
+
+
+def truncate(z: Tensor, threshold: float | None, generator: torch.Generator | None = None) -> Tensor:
+    """z with every entry whose magnitude exceeds `threshold` redrawn from N(0, 1) until none does (None: z)."""
+    if threshold is None:
+        return z
+    z = z.clone()
+    outside = z.abs() > threshold
+    while outside.any():
+        z[outside] = torch.randn(int(outside.sum()), generator=generator).to(z)
+        outside = z.abs() > threshold
+    return z
+
+
+def threshold_of_psi(psi: float) -> float | None:
+    """The truncation threshold t whose interval [-t, t] holds the fraction psi of N(0, 1); psi = 1: none."""
+    if isinstance(psi, bool) or not isinstance(psi, (int, float)) or not 0 < psi <= 1:
+        raise UserError(f"truncation={psi!r}: for BigGAN, psi is the fraction of the normal distribution the "
+                        f"truncated latents keep, in (0, 1] (1: no truncation; 0.6827: threshold 1; 0.9545: "
+                        f"threshold 2; the threshold is sqrt(2) erfinv(psi)).")
+    return None if psi == 1 else math.sqrt(2) * torch.special.erfinv(torch.tensor(float(psi), dtype=torch.float64)).item()
+
+
+class BigGAN(GANModule):
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        g_optimizer: Callable,
+        d_optimizer: Callable,
+        latent_dim: int = 120,
+        name: str = "biggan",
+        arch: str | None = "biggan",
+        g_lr: float = 5e-5,
+        d_lr: float = 2e-4,
+        betas: Sequence[float] | None = (0.0, 0.999),
+        loss: str = "hinge",
+        regularizer: str | None = None,
+        reg_weight: float = 0.0,
+        reg_every: int = 1,
+        n_critic: int = 2,
+        ortho_weight: float = 1e-4,
+        ema_decay: float | None = 0.9999,
+        ema_start: int = 20_000,
+        total_iters: int | None = None,
+        lr_decay: float = 0.0,
+        num_classes: int | None = None,
+        augment: str = "none",
+        augment_policy: str | Sequence[str] = "color,translation,cutout",
+        ada_target: float = 0.6,
+        ada_interval: int = 4,
+        ada_kimg: float = 500,
+        log_every: int = 25,
+        seed: int = 0,
+        compile: bool = False,
+        channels_last: bool = False,
+    ):
+        if not hasattr(generator, "regularized_weights"):
+            raise UserError(f"model=biggan needs BigGAN's generator (gan.nets.biggan.BigGANGenerator), got "
+                            f"{type(generator).__name__}.")
+        if isinstance(ema_start, bool) or not isinstance(ema_start, int) or ema_start < 0:
+            raise UserError(f"model.ema_start is the number of iterations during which the EMA of G just copies G "
+                            f"before it starts averaging (the paper: 20000), an integer >= 0, got {ema_start!r}.")
+        super().__init__(generator, discriminator, g_optimizer, d_optimizer, latent_dim, name=name, arch=arch,
+                         g_lr=g_lr, d_lr=d_lr, betas=betas, loss=loss, regularizer=regularizer, reg_weight=reg_weight,
+                         reg_every=reg_every, n_critic=n_critic, ema_decay=ema_decay,
+                         total_iters=total_iters, lr_decay=lr_decay, num_classes=num_classes,
+                         conditioning="projection", augment=augment, augment_policy=augment_policy,
+                         ada_target=ada_target, ada_interval=ada_interval, ada_kimg=ada_kimg, log_every=log_every,
+                         seed=seed, compile=compile, channels_last=channels_last)
+        self.ortho_weight, self.ema_start = non_negative("model.ortho_weight", ortho_weight), ema_start
+
+    # ---- training ---------------------------------------------------------------------------------
+    def generator_loss(self, batch: Batch) -> Tensor:
+        loss = super().generator_loss(batch)
+        if not self.ortho_weight:
+            return loss
+        penalty = sum(orthogonal_penalty(w) for w in self.generator.regularized_weights())
+        self._last["ortho"] = penalty.detach()
+        return loss + self.ortho_weight * penalty
+
+    def _update_ema(self, player: Player) -> None:
+        if self.g_iter < self.ema_start:
+            for name in player.ema:
+                getattr(self, f"ema_{name}").n_averaged.zero_()  # so the update copies G instead of averaging
+        super()._update_ema(player)
+
+    # ---- sampling ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int | None = None, generator: torch.Generator | None = None, ema: bool | None = None,
+               z: Tensor | None = None, y: Tensor | None = None, truncation_psi: float = 1.0,
+               truncation_cutoff: int | None = None, threshold: float | None = None) -> dict[str, Tensor]:
+        """{"x": images, "y": their labels}; z (given or drawn) truncated at `threshold`, or at the threshold of
+        `truncation_psi` (see the module's docstring). The entries redrawn come from `generator`."""
+        if truncation_cutoff is not None:
+            raise UserError(f"truncation_cutoff={truncation_cutoff!r}: BigGAN truncates every latent entry; the "
+                            f"cutoff (layers of a style-based generator) does not apply. Leave it null.")
+        psi_threshold = threshold_of_psi(truncation_psi)
+        if threshold is not None and psi_threshold is not None:
+            raise UserError("Give BigGAN's truncation either as a threshold or as psi, not both.")
+        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                      or not threshold > 0):
+            raise UserError(f"The truncation threshold must be a positive number (the paper's figure 2(a): 2, 1, "
+                            f"0.5, 0.04), got {threshold!r}.")
+        if z is None:
+            z = torch.randn(n if y is None else len(y), self.latent_dim, generator=generator)
+        z = truncate(z, threshold if threshold is not None else psi_threshold, generator)
+        return super().sample(generator=generator, ema=ema, z=z, y=y)
+
+    @torch.no_grad()
+    def extra_grids(self, generator: torch.Generator, size: int = 64) -> dict[str, tuple[Tensor, int]]:
+        """`truncation`: one row per class (up to `size` / 5 classes), each with one latent, one column per
+        threshold of TRUNCATION_SWEEP (none, then the paper's 2, 1, 0.5, 0.04); every column redraws its out-of-range
+        entries from the same seed, so the grid is the same at every call."""
+        rows = max(1, min(self.num_classes, size // len(TRUNCATION_SWEEP)))
+        y = torch.arange(rows) * self.num_classes // rows
+        z = torch.randn(rows, self.latent_dim, generator=generator)
+        seed = int(torch.randint(2**62, (), generator=generator))
+        sweep = torch.stack([self.sample(z=z, y=y, threshold=t, generator=torch.Generator().manual_seed(seed))["x"]
+                             for t in TRUNCATION_SWEEP], dim=1)
+        return {"truncation": (sweep.flatten(0, 1).float().cpu(), len(TRUNCATION_SWEEP))}
