@@ -64,6 +64,16 @@ def kill_and_resume(tmp_path: Path, args: list[str], kill_after: str = "g000009.
 
 
 @pytest.fixture
+def one_thread():
+    """One torch thread for the test: small networks run faster so on a shared 2-core machine (use with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def tiny_digits():
     """Overrides for the smallest real image run: 8x8 digits through the DCGAN code path."""
     return ["data=digits", "data.image_size=8", "data.batch_size=16", "model.generator.dcgan.width=8",

@@ -33,12 +33,7 @@ TINY = {  # the smallest networks of each family built on GANModule
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def rng(seed: int = 0) -> torch.Generator:

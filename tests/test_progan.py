@@ -23,12 +23,7 @@ TINY = ["model=progan", "data.image_size=8", "model.latent_dim=8", "model.genera
         "model.generator.channel_max=8", "model.discriminator.channel_base=32", "model.discriminator.channel_max=8"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------- the layers, by hand
