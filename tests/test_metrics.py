@@ -241,7 +241,8 @@ def test_backbone_defaults_per_dataset_and_mismatches_are_user_errors():
 def test_every_data_config_names_a_backbone_that_fits_its_data(config):
     data = OmegaConf.load(config)
     datamodule = SimpleNamespace(name=data.name, shape=list(data.shape), backbone=data.backbone)
-    expected = {"digits": "classifier", "mnist": "classifier", "fashion_mnist": "classifier", "ring": "toy",
+    expected = {"digits": "classifier", "mnist": "classifier", "mnist5k": "classifier", "fashion_mnist": "classifier",
+                "ring": "toy",
                 "grid": "toy", "digits_edges": "classifier", "digits_styles": "classifier",
                 "digits_attributes": "classifier"}.get(data.name, "inception")
     assert resolve_backbone("auto", datamodule) == expected
