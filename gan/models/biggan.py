@@ -81,15 +81,11 @@ class BigGAN(GANModule):
         total_iters: int | None = None,
         lr_decay: float = 0.0,
         num_classes: int | None = None,
-        augment: str = "none",
-        augment_policy: str | Sequence[str] = "color,translation,cutout",
-        ada_target: float = 0.6,
-        ada_interval: int = 4,
-        ada_kimg: float = 500,
         log_every: int = 25,
         seed: int = 0,
         compile: bool = False,
         channels_last: bool = False,
+        **augment,  # model.augment and its settings (GANModule)
     ):
         if not hasattr(generator, "regularized_weights"):
             raise UserError(f"model=biggan needs BigGAN's generator (gan.nets.biggan.BigGANGenerator), got "
@@ -101,9 +97,8 @@ class BigGAN(GANModule):
                          g_lr=g_lr, d_lr=d_lr, betas=betas, loss=loss, regularizer=regularizer, reg_weight=reg_weight,
                          reg_every=reg_every, n_critic=n_critic, ema_decay=ema_decay,
                          total_iters=total_iters, lr_decay=lr_decay, num_classes=num_classes,
-                         conditioning="projection", augment=augment, augment_policy=augment_policy,
-                         ada_target=ada_target, ada_interval=ada_interval, ada_kimg=ada_kimg, log_every=log_every,
-                         seed=seed, compile=compile, channels_last=channels_last)
+                         conditioning="projection", log_every=log_every, seed=seed, compile=compile,
+                         channels_last=channels_last, **augment)
         self.ortho_weight, self.ema_start = non_negative("model.ortho_weight", ortho_weight), ema_start
 
     # ---- training ---------------------------------------------------------------------------------

@@ -39,14 +39,11 @@ class ProGAN(GANModule):
                  latent_dim: int = 512, name: str = "progan", g_lr: float = 1e-3, d_lr: float = 1e-3,
                  betas: Sequence[float] | None = (0.0, 0.99), n_critic: int = 1, gp_weight: float = 10.0,
                  drift_weight: float = 0.001, fade_images: int = 800_000, stable_images: int = 800_000,
-                 ema_decay: float | None = 0.999, augment: str = "none",
-                 augment_policy: str | Sequence[str] = "color,translation,cutout", ada_target: float = 0.6,
-                 ada_interval: int = 4, ada_kimg: float = 500, log_every: int = 25, seed: int = 0,
-                 compile: bool = False, channels_last: bool = False):
+                 ema_decay: float | None = 0.999, log_every: int = 25, seed: int = 0, compile: bool = False,
+                 channels_last: bool = False, **augment):
         super().__init__(generator, discriminator, g_optimizer, d_optimizer, latent_dim, name=name, g_lr=g_lr,
                          d_lr=d_lr, betas=betas, loss="wasserstein", n_critic=n_critic, ema_decay=ema_decay,
-                         augment=augment, augment_policy=augment_policy, ada_target=ada_target,
-                         ada_interval=ada_interval, ada_kimg=ada_kimg, log_every=log_every, seed=seed, compile=compile, channels_last=channels_last)
+                         log_every=log_every, seed=seed, compile=compile, channels_last=channels_last, **augment)
         self.gp_weight = non_negative("model.gp_weight", gp_weight)
         self.drift_weight = non_negative("model.drift_weight", drift_weight)
         self.fade_images = positive_int("model.fade_images", fade_images)

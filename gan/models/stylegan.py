@@ -48,15 +48,11 @@ class StyleGAN(GANModule):
         pl_batch_shrink: int = 2,
         style_mixing: float = 0.9,
         ema_half_life: float = 10_000,
-        augment: str = "none",
-        augment_policy: str | Sequence[str] = "color,translation,cutout",
-        ada_target: float = 0.6,
-        ada_interval: int = 4,
-        ada_kimg: float = 500,
         log_every: int = 25,
         seed: int = 0,
         compile: bool = False,
         channels_last: bool = False,
+        **augment,  # model.augment and its settings (GANModule)
     ):
         if not isinstance(generator, StyleGenerator):
             raise UserError(f"model={name} needs a style-based generator (gan.nets.stylegan.StyleGenerator), got "
@@ -70,8 +66,7 @@ class StyleGAN(GANModule):
                          g_lr=g_lr, d_lr=d_lr, betas=betas, loss="non_saturating", regularizer="r1",
                          reg_weight=non_negative("model.r1_gamma", r1_gamma),
                          reg_every=positive_int("model.r1_every", r1_every), ema_decay=ema_decay,
-                         augment=augment, augment_policy=augment_policy, ada_target=ada_target,
-                         ada_interval=ada_interval, ada_kimg=ada_kimg, log_every=log_every, seed=seed, compile=compile, channels_last=channels_last)
+                         log_every=log_every, seed=seed, compile=compile, channels_last=channels_last, **augment)
         self.pl_weight, self.pl_every = non_negative("model.pl_weight", pl_weight), positive_int("model.pl_every", pl_every)
         if isinstance(pl_decay, bool) or not isinstance(pl_decay, (int, float)) or not 0 < pl_decay <= 1:
             raise UserError(f"model.pl_decay must lie in (0, 1] (the paper: 0.01, the weight of each new batch in the "
