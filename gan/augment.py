@@ -110,10 +110,15 @@ POLICIES: dict[str, tuple[Callable[[Tensor, torch.Generator], Tensor], ...]] = {
 }
 
 
+def split_names(names: str | Sequence[str] | None) -> list[str]:
+    """"a,b" or a list -> the stripped, non-empty names."""
+    names = names.split(",") if isinstance(names, str) else list(names) if names is not None else []
+    return [str(name).strip() for name in names if str(name).strip()]
+
+
 def parse_policy(policy: str | Sequence[str]) -> tuple[str, ...]:
     """"color,translation,cutout" (or a list) -> the names, in the order they are applied."""
-    names = policy.split(",") if isinstance(policy, str) else list(policy) if policy is not None else []
-    names = [str(name).strip() for name in names if str(name).strip()]
+    names = split_names(policy)
     unknown = [name for name in names if name not in POLICIES]
     if unknown or not names or len(set(names)) != len(names):
         raise UserError(f"model.augment_policy must name each of {', '.join(POLICIES)} at most once, comma-separated "
@@ -199,15 +204,18 @@ class AdaptiveAugment(nn.Module):
     was not stopped)."""
 
     def __init__(self, target: float = 0.6, interval: int = 4, kimg: float = 500,
-                 transforms: Sequence[str] = tuple(ADA_TRANSFORMS), p: float = 0.0):
+                 transforms: str | Sequence[str] = tuple(ADA_TRANSFORMS), p: float = 0.0):
         super().__init__()
         if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 <= target < 1:
             raise UserError(f"model.ada_target is the value of E[sign(D(real))] that ADA holds D at, in [0, 1) (the "
                             f"paper: 0.6), got {target!r}.")
-        unknown = [name for name in transforms if name not in ADA_TRANSFORMS]
-        if unknown:
-            raise UserError(f"Unknown ADA transforms {unknown}; available: {', '.join(ADA_TRANSFORMS)}.")
-        self.target, self.transforms = float(target), tuple(transforms)
+        names = split_names(transforms)
+        if not names or len(set(names)) != len(names) or any(name not in ADA_TRANSFORMS for name in names):
+            raise UserError(f"model.ada_transforms must name each of {', '.join(ADA_TRANSFORMS)} at most once (the "
+                            f"paper's pixel blitting and colour groups: all six), got {transforms!r}. Leave out the "
+                            f"ones that change what an image shows, e.g. model.ada_transforms=[xint,brightness,contrast] "
+                            f"for digits, where a flip or a 90-degree turn turns a 6 into a 9.")
+        self.target, self.transforms = float(target), tuple(names)
         self.interval = positive_int("model.ada_interval", interval)
         self.kimg = positive_float("model.ada_kimg", kimg)
         self.register_buffer("p", torch.tensor(float(p)))
@@ -241,11 +249,11 @@ class AdaptiveAugment(nn.Module):
 
 
 def make_augment(kind: str, policy: str | Sequence[str], ada_target: float, ada_interval: int,
-                 ada_kimg: float) -> nn.Module | None:
+                 ada_kimg: float, ada_transforms: str | Sequence[str] = tuple(ADA_TRANSFORMS)) -> nn.Module | None:
     """The pipeline `model.augment` names (None for `none`); every setting is checked, used or not."""
     if kind not in AUGMENTS:
         raise UserError(f"model.augment must be one of {', '.join(AUGMENTS)} (DiffAugment: Zhao et al. 2020; ADA: "
                         f"Karras et al. 2020), got {kind!r}.")
     diffaugment = DiffAugment(policy)
-    ada = AdaptiveAugment(ada_target, ada_interval, ada_kimg)
+    ada = AdaptiveAugment(ada_target, ada_interval, ada_kimg, ada_transforms)
     return {"none": None, "diffaugment": diffaugment, "ada": ada}[kind]

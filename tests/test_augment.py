@@ -108,11 +108,25 @@ def test_policy_from_the_config_a_string_or_a_list(tmp_path):
     assert module.augment_pipe.policy == ("cutout", "color")
 
 
+def test_ada_applies_the_configured_transforms_only(tmp_path):
+    module = instantiate(compose_config(tmp_path, *TINY_DCGAN, "model.augment=ada",
+                                        "model.ada_transforms=brightness").model)
+    assert module.augment_pipe.transforms == ("brightness",)
+    module.augment_pipe.p.fill_(1.0)
+    x = torch.randn(32, 1, 8, 8)
+    shift = module.augment_pipe(x, torch.Generator().manual_seed(0)) - x
+    # brightness alone: one amount added to every pixel of an image, no pixel moved
+    assert shift.flatten(1).std(dim=1).max() < 1e-6 and shift.abs().max() > 0
+    default = instantiate(compose_config(tmp_path, *TINY_DCGAN, "model.augment=ada").model)
+    assert default.augment_pipe.transforms == ("xflip", "rotate90", "xint", "brightness", "contrast", "saturation")
+
+
 @pytest.mark.parametrize("override,match", [
     ("model.augment=flip", "model.augment must be one of none, diffaugment, ada"),
     ("model.augment_policy='color,zoom'", "model.augment_policy"),
     ("model.ada_target=1.5", "model.ada_target"), ("model.ada_interval=0", "model.ada_interval"),
-    ("model.ada_kimg=0", "model.ada_kimg"),
+    ("model.ada_kimg=0", "model.ada_kimg"), ("model.ada_transforms=[xflip,zoom]", "model.ada_transforms"),
+    ("model.ada_transforms=[]", "model.ada_transforms"),
 ])
 def test_bad_augment_settings_give_a_clear_error(tmp_path, override, match):
     with pytest.raises(UserError, match=match):

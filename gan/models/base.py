@@ -53,6 +53,7 @@ class GANModule(AdversarialModule):
         ada_target: float = 0.6,
         ada_interval: int = 4,
         ada_kimg: float = 500,
+        ada_transforms: str | Sequence[str] = ("xflip", "rotate90", "xint", "brightness", "contrast", "saturation"),
         log_every: int = 25,
         seed: int = 0,
         compile: bool = False,
@@ -74,7 +75,7 @@ class GANModule(AdversarialModule):
                             "or model.conditioning=none.")
         self.num_classes = num_classes if self.conditional else None
         self.ema_decay = ema_decay
-        self.augment_pipe = make_augment(augment, augment_policy, ada_target, ada_interval, ada_kimg)
+        self.augment_pipe = make_augment(augment, augment_policy, ada_target, ada_interval, ada_kimg, ada_transforms)
         if ema_decay:
             self.ema_generator = self.make_ema(generator, float(ema_decay))
         betas, decay = check_betas("model.betas", betas), lr_schedule(total_iters, lr_decay)
