@@ -172,7 +172,7 @@ def build_table(results: Sequence[RunResult], spec: MetricSpec, hyperparameters:
         reference_row = len(rows)
         rows.append(row)
         spread = "; ".join(f"{split} {low:.4g} to {high:.4g}" for split, (low, high) in reference.spread.items())
-        footnotes.append(f"{REAL_DATA}: the metric on real held-out images ({spec.val_key.split('/')[0]}/ref_real/"
+        footnotes.append(f"{REAL_DATA}: the metric on real held-out data ({spec.val_key.split('/')[0]}/ref_real/"
                          f"{spec.name}, {spec.test_key.split('/')[0]}/ref_real/{spec.name}: real data of another split "
                          f"scored as the samples are), the best a generator can be expected to reach"
                          + (f"; it varies between the runs ({spread}), the mean is shown." if spread else "."))

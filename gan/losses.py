@@ -6,6 +6,7 @@ Regularisers take a closure `critic(x) -> logits` so conditional models can bind
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -64,12 +65,93 @@ def least_squares_g(fake: Tensor) -> Tensor:
     return 0.5 * ((fake - 1.0) ** 2).mean()
 
 
+@dataclass(frozen=True)
+class FDivergence:
+    """An f-divergence D_f(P||Q) = E_Q[f(p/q)] as an adversarial loss: f-GAN (Nowozin, Cseke & Tomioka 2016).
+
+    D's raw output v goes through the output activation g_f into the domain of the Fenchel conjugate f* (Table 6),
+    T = g_f(v), and D maximises the variational lower bound (Eq. 6)
+
+        F(T) = E_P[g_f(V(x))] - E_Q[f*(g_f(V(G(z))))] <= D_f(P||Q),
+
+    with equality at the optimal critic T* = f'(p/q): D's loss is -F. f*(g_f(v)) is written out in closed form
+    (`activated_conjugate`), never as f* applied to g_f(v): the composition cancels exponentials against logarithms
+    (GAN: -log(1 - sigmoid(v)) = softplus(v); reverse KL: -1 - log(exp(-v)) = v - 1) that overflow, underflow or
+    round to log(0) one by one at large |v|. What stays exponential is the value itself (KL's exp(v - 1) and squared
+    Hellinger's expm1(v) on fakes, exp(-v) in the reverse KL, Neyman and Hellinger activations): finite in float32
+    for |v| < 88.
+
+    G's loss is -E_Q[g_f(V(G(z)))]: G maximises E_Q[g_f(v)], the alternative of the paper's section 3.2 to
+    minimising F, i.e. Goodfellow et al.'s non-saturating heuristic for any f (for the GAN divergence it is exactly
+    their -log D(G(z))). Chosen because its gradient g_f'(v) tends to 1 or more where D rejects the samples
+    (v -> -inf) for every divergence here, while minimising F's -E_Q[f*(g_f(v))] saturates there for KL, squared
+    Hellinger, Jensen-Shannon and GAN (for GAN it is the minimax log(1 - D(G(z)))).
+    """
+
+    name: str  # the loss name, model.loss=<name>
+    f: Callable[[Tensor], Tensor]  # the generator function of the density ratio u = p/q: convex (f_gan's f(1) = -log 4)
+    activation: Callable[[Tensor], Tensor]  # g_f: R -> dom f*, onto
+    conjugate: Callable[[Tensor], Tensor]  # f*(t) = sup_u (u t - f(u)), on dom f*
+    activated_conjugate: Callable[[Tensor], Tensor]  # f*(g_f(v)) in closed form: no cancellation at any v
+    optimal_logit: Callable[[Tensor], Tensor]  # u = p/q -> the v with g_f(v) = f'(u), i.e. the optimal critic T*
+    domain: tuple[float, float]  # dom f* = (low, high), an open interval: the range of g_f
+    probabilistic: bool = False  # whether sigmoid(v) is D's probability (GAN divergence: exp(g_f(v)) = sigmoid(v))
+
+    def d(self, real: Tensor, fake: Tensor) -> Tensor:
+        return self.activated_conjugate(fake).mean() - self.activation(real).mean()  # -F
+
+    def g(self, fake: Tensor) -> Tensor:
+        return -self.activation(fake).mean()
+
+    def adversarial_loss(self) -> AdversarialLoss:
+        return AdversarialLoss(self.name, self.d, self.g, self.probabilistic)
+
+    def __reduce__(self):  # its functions are lambdas: pickled (DDP spawn, multiprocessing) by name
+        return f_divergence, (self.name,)
+
+
+LOG2, INF = math.log(2.0), math.inf
+# Table 6 of the paper: g_f, f* and f*(g_f(v)) as derived from them; f and the optimal logits from Table 1 and f'.
+F_DIVERGENCES = {div.name: div for div in (
+    FDivergence("f_kl", f=lambda u: torch.xlogy(u, u), activation=lambda v: v,
+                conjugate=lambda t: torch.exp(t - 1), activated_conjugate=lambda v: torch.exp(v - 1),
+                optimal_logit=lambda u: 1 + torch.log(u), domain=(-INF, INF)),
+    FDivergence("f_reverse_kl", f=lambda u: -torch.log(u), activation=lambda v: -torch.exp(-v),
+                conjugate=lambda t: -1 - torch.log(-t), activated_conjugate=lambda v: v - 1,
+                optimal_logit=torch.log, domain=(-INF, 0.0)),
+    FDivergence("f_pearson", f=lambda u: (u - 1) ** 2, activation=lambda v: v,
+                conjugate=lambda t: t**2 / 4 + t, activated_conjugate=lambda v: v**2 / 4 + v,
+                optimal_logit=lambda u: 2 * (u - 1), domain=(-INF, INF)),
+    # 1 - exp(-v) = -expm1(-v); f*(g_f(v)) = 2 - 2 sqrt(exp(-v)) = -2 expm1(-v / 2)
+    FDivergence("f_neyman", f=lambda u: (1 - u) ** 2 / u, activation=lambda v: -torch.expm1(-v),
+                conjugate=lambda t: 2 - 2 * torch.sqrt(1 - t), activated_conjugate=lambda v: -2 * torch.expm1(-v / 2),
+                optimal_logit=lambda u: 2 * torch.log(u), domain=(-INF, 1.0)),
+    # squared Hellinger; f*(g_f(v)) = (1 - exp(-v)) / exp(-v) = expm1(v)
+    FDivergence("f_hellinger", f=lambda u: (torch.sqrt(u) - 1) ** 2, activation=lambda v: -torch.expm1(-v),
+                conjugate=lambda t: t / (1 - t), activated_conjugate=torch.expm1,
+                optimal_logit=lambda u: 0.5 * torch.log(u), domain=(-INF, 1.0)),
+    # f is twice the Jensen-Shannon divergence (Table 1); f*(g_f(v)) = -log(2 - 2 sigmoid(v)) = softplus(v) - log 2
+    FDivergence("f_jensen_shannon", f=lambda u: torch.xlogy(u, u) - torch.xlogy(u + 1, (u + 1) / 2),
+                activation=lambda v: LOG2 - F.softplus(-v), conjugate=lambda t: -torch.log(2 - torch.exp(t)),
+                activated_conjugate=lambda v: F.softplus(v) - LOG2, optimal_logit=torch.log, domain=(-INF, LOG2)),
+    # g_f(v) = log sigmoid(v); f*(g_f(v)) = -log(1 - sigmoid(v)) = softplus(v): D's loss is minimax_d
+    FDivergence("f_gan", f=lambda u: torch.xlogy(u, u) - torch.xlogy(u + 1, u + 1),
+                activation=lambda v: -F.softplus(-v), conjugate=lambda t: -torch.log(-torch.expm1(t)),
+                activated_conjugate=F.softplus, optimal_logit=torch.log, domain=(-INF, 0.0), probabilistic=True),
+)}
+
+
+def f_divergence(name: str) -> FDivergence:
+    return F_DIVERGENCES[name]
+
+
 LOSSES = {
     "minimax": AdversarialLoss("minimax", minimax_d, minimax_g, probabilistic=True),
     "non_saturating": AdversarialLoss("non_saturating", minimax_d, non_saturating_g, probabilistic=True),
     "wasserstein": AdversarialLoss("wasserstein", wasserstein_d, wasserstein_g, probabilistic=False),
     "hinge": AdversarialLoss("hinge", hinge_d, wasserstein_g, probabilistic=False),
     "least_squares": AdversarialLoss("least_squares", least_squares_d, least_squares_g, probabilistic=False),
+    **{name: div.adversarial_loss() for name, div in F_DIVERGENCES.items()},
 }
 
 

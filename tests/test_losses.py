@@ -33,6 +33,19 @@ EXPECTED = {
     "hinge": ((0 + 3) / 2 + (1.5 + 4) / 2, -(0.5 + 3.0) / 2),
     "least_squares": (0.5 * (0 + 9) / 2 + 0.5 * (0.25 + 9) / 2, 0.5 * (0.25 + 4) / 2),
 }
+# f-GAN (Nowozin et al. 2016, Table 6): (g_f, f*); D's loss E_Q[f*(g_f(v))] - E_P[g_f(v)], G's -E_Q[g_f(v)]
+F_GAN_TABLE = {
+    "f_kl": (lambda v: v, lambda t: math.exp(t - 1)),
+    "f_reverse_kl": (lambda v: -math.exp(-v), lambda t: -1 - math.log(-t)),
+    "f_pearson": (lambda v: v, lambda t: t**2 / 4 + t),
+    "f_neyman": (lambda v: 1 - math.exp(-v), lambda t: 2 - 2 * math.sqrt(1 - t)),
+    "f_hellinger": (lambda v: 1 - math.exp(-v), lambda t: t / (1 - t)),
+    "f_jensen_shannon": (lambda v: math.log(2) - math.log(1 + math.exp(-v)), lambda t: -math.log(2 - math.exp(t))),
+    "f_gan": (lambda v: -math.log(1 + math.exp(-v)), lambda t: -math.log(1 - math.exp(t))),
+}
+EXPECTED.update({name: (mean(conjugate(g(f)) for f in FAKE.tolist()) - mean(g(r) for r in REAL.tolist()),
+                        -mean(g(f) for f in FAKE.tolist()))
+                 for name, (g, conjugate) in F_GAN_TABLE.items()})
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))

@@ -3,6 +3,7 @@
     python experiments/toy_mode_collapse/run.py                 # all variants, ring + grid, 5 seeds, 2 processes
     python experiments/toy_mode_collapse/run.py --variants gan pacgan4 --data ring --seeds 1 --set model.g_lr=1e-4
     python experiments/toy_mode_collapse/run.py --variants tuned --jobs 1 --process --out results/tuned
+    python experiments/toy_mode_collapse/run.py --variants gan fgan_pearson fgan_kl --data ring --seeds 1
 
 Each run is the framework's own training (`gan.train.train` on the composed config `experiment=toy_<variant>`,
 logger=none, no in-training evaluation); the weights at the end of training (no checkpoint selection) then draw
@@ -36,7 +37,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO))
 
-# variant label -> experiment config (conf/experiment/toy_<name>.yaml)
+from gan.losses import F_DIVERGENCES  # noqa: E402
+
+# variant label -> experiment config (conf/experiment/toy_<name>.yaml), or (experiment config, its overrides)
 VARIANTS = {
     "gan": "toy_gan",
     "pacgan4": "toy_pacgan",
@@ -45,6 +48,8 @@ VARIANTS = {
     "wgan_gp": "toy_wgan_gp",
     "sngan": "toy_sngan",
     "tuned": "toy_tuned",  # not an equal-budget variant: the recipe that beats PacGAN4's row, with its own budget
+    # f-GAN (Nowozin et al. 2016): the gan variant with an f-divergence as its loss (fgan_gan: its D loss is gan's)
+    **{f"fgan_{name.removeprefix('f_')}": ("toy_gan", f"model.loss={name}") for name in F_DIVERGENCES},
 }
 EQUAL_BUDGET = ("gan", "pacgan4", "lsgan", "wgan", "wgan_gp", "sngan")  # the default table
 DATASETS = ("ring", "grid")
@@ -61,6 +66,11 @@ METRICS = ("modes", "high_quality", "reverse_kl")
 TIME_LIMIT_S = 300
 
 
+def variant_overrides(variant: str) -> list[str]:
+    experiment, *overrides = (VARIANTS[variant],) if isinstance(VARIANTS[variant], str) else VARIANTS[variant]
+    return [f"experiment={experiment}", *overrides]
+
+
 def run_one(job: dict) -> dict:
     """Train one (variant, data, seed) through the real config and score its final generator."""
     import torch
@@ -75,7 +85,7 @@ def run_one(job: dict) -> dict:
     run_dir = Path(job["work_dir"]) / f"{job['variant']}_{job['data']}_s{job['seed']}"
     if job["process"]:
         return run_process(job, run_dir)
-    overrides = [f"experiment={VARIANTS[job['variant']]}", f"data={job['data']}", f"seed={job['seed']}",
+    overrides = [*variant_overrides(job["variant"]), f"data={job['data']}", f"seed={job['seed']}",
                  "logger=none", "metrics=none", f"paths.run_dir={run_dir}", "callbacks.progress_bar=null",
                  "callbacks.samples=null", "+trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
                  *job["overrides"]]
@@ -92,7 +102,7 @@ def run_one(job: dict) -> dict:
 def run_process(job: dict, run_dir: Path) -> dict:
     """The job as the command a user types, `python -m gan.run experiment=<variant> data=<data> seed=<seed>` (its
     own run directory added), timed from outside: `wall_s` is the whole process, start-up and evaluation included."""
-    command = [sys.executable, "-m", "gan.run", f"experiment={VARIANTS[job['variant']]}", f"data={job['data']}",
+    command = [sys.executable, "-m", "gan.run", *variant_overrides(job["variant"]), f"data={job['data']}",
                f"seed={job['seed']}", f"hydra.run.dir={run_dir}", *job["overrides"]]
     run_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

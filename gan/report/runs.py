@@ -42,7 +42,9 @@ class Run:
 
     @property
     def model(self) -> str:
-        return str(config_value(self.config, "model.name", "?"))
+        """The model's name; an f-GAN (model.loss=f_<divergence>, Nowozin et al. 2016) adds its divergence."""
+        name, loss = str(config_value(self.config, "model.name", "?")), config_value(self.config, "model.loss", None)
+        return f"{name} {loss}" if isinstance(loss, str) and loss.startswith("f_") else name
 
     @property
     def data(self) -> str:
