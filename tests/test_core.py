@@ -71,6 +71,16 @@ def test_an_interval_phase_fires_on_every_kth_iteration_from_the_first():
     assert module.weight("p") == pytest.approx(-(7 + 3))
 
 
+def test_staged_phases_run_only_from_their_start_to_before_their_stop():
+    module = Scalars({"p": (SGD, 1.0, None), "q": (SGD, 1.0, None)},
+                     [dict(name="pretrain", player="p", stop=2, grad=x_sum),
+                      dict(name="adversarial", player="q", start=2, every=2, grad=x_sum)])
+    fit(module, [torch.ones(1, 1)] * 6)
+    assert module.fired == {"pretrain": [0, 1], "adversarial": [2, 4]}
+    assert module.weight("p") == pytest.approx(-2) and module.weight("q") == pytest.approx(-2)
+    assert "pretrain_loss" not in module._last and "adversarial_loss" in module._last  # no stale loss of a past stage
+
+
 def test_a_lazy_phase_scales_its_loss_by_k_and_the_players_lr_by_k_over_k_plus_1():
     k = 3
     module = Scalars({"p": (SGD, 1.0, None)},

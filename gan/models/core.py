@@ -11,6 +11,8 @@ generator iteration for a GAN); in it every phase that is due runs in declaratio
 - `lazy`: a regulariser evaluated every `every` iterations instead of every one (StyleGAN2, Karras et al.
   2020, appendix B): its loss is multiplied by `every`, and the player's learning rate and Adam betas are
   rescaled by c = every / (every + 1), since the player now takes every + 1 steps where it took every.
+- `start`, `stop`: the phase runs on iterations start <= i < stop only: training in stages on the one counter
+  (SeqGAN: maximum likelihood, then the discriminator alone, then adversarial steps).
 
 Lightning's batch is the iteration's real data: `batches_per_iteration` minibatches stacked, served by
 the datamodule as named fields (`x`, `y`, ...). The module counts iterations (`g_iter`) and real images
@@ -54,6 +56,11 @@ class Phase:
     repeats: int = 1
     every: int = 1
     lazy: bool = False
+    start: int = 0  # stages: the phase runs on iterations start <= i < stop only (SeqGAN: MLE pre-training, then
+    stop: int | None = None  # adversarial steps); None: to the end
+
+    def in_stage(self, i: int) -> bool:
+        return self.start <= i and (self.stop is None or i < self.stop)
 
 
 class AdversarialModule(pl.LightningModule):
@@ -189,6 +196,9 @@ class AdversarialModule(pl.LightningModule):
 
     def _run_phases(self, optimizers: dict, minibatches: list[dict[str, Tensor]]) -> None:
         for phase in self.phases:
+            if not phase.in_stage(self.g_iter):
+                self._last.pop(f"{phase.name}_loss", None)  # a stage over or to come logs no stale loss
+                continue
             if self.g_iter % phase.every:
                 continue
             player = self.players[phase.player]
