@@ -190,7 +190,8 @@ def test_expected_best_equals_brute_force_over_subsets():
 
 def test_direction_of_every_metric_value_comes_from_the_one_table():
     lower = {name for name in HIGHER_IS_BETTER if metric_spec(f"val/{name}").lower_is_better}
-    assert lower == {"fid", "kid", "reverse_kl", "l1", "fid_ab", "fid_ba", "cycle_l1"}  # distances and divergences
+    assert lower == {"fid", "kid", "reverse_kl", "l1", "fid_ab", "fid_ba", "cycle_l1",  # distances and divergences
+                     "nll_oracle", "nll_test", "nll_elbo", "nll_iwae", "bpd_elbo", "bpd_iwae"}  # and likelihood bounds
     assert {"diversity", "modes", "high_quality"} < HIGHER_IS_BETTER.keys()
 
 
@@ -374,3 +375,12 @@ def test_report_renders_in_headless_chromium(sweep: Path, tmp_path: Path):
         assert image.size == (1400, 2000)
         colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
         assert colours is not None and len(colours) > 50  # rendered content, not a blank page
+
+
+def test_an_f_gan_run_is_labelled_with_its_divergence():
+    from gan.report.runs import Run
+
+    def record(loss: str) -> Run:
+        return Run(source="run", config={"model": {"name": "gan", "loss": loss}}, records=[])
+
+    assert record("f_pearson").model == "gan f_pearson" and record("non_saturating").model == "gan"

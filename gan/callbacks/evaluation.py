@@ -27,6 +27,7 @@ from gan.storage import save_json
 MONITOR_PREFERENCE = (("fid", "fid"), ("kid", "kid"), ("is", "is"), ("pr", "precision"))
 # monitor=auto for image-to-image models (module.translation), whose values gan.metrics.translation fixes
 TRANSLATION_MONITOR = {"paired": "fid", "unpaired": "fid_ab", "attributes": "fid"}
+TEXT_MONITOR = "nll_oracle"  # monitor=auto for text models (module.text): SeqGAN's metric (gan.metrics.text)
 FINAL_SEED_OFFSET = 1  # the test report draws its samples from seed + 1: never the validation samples
 
 
@@ -51,6 +52,7 @@ class EvaluationCallback(Callback):
         self.monitor_name, self.seed, self.run_dir = monitor, int(seed), run_dir
         self.evaluator: Evaluator | None = None
         self.translation: str | None = None  # the evaluated model's module.translation, once known
+        self.text = False  # whether the evaluated model generates token sequences (module.text), once known
         self.best: float | None = None
         self.best_g_iter: int | None = None
         self.last_bucket = 0
@@ -70,6 +72,8 @@ class EvaluationCallback(Callback):
             return self.monitor_name
         if self.evaluator is not None and self.evaluator.toy:
             return "reverse_kl"
+        if self.text:
+            return TEXT_MONITOR
         if self.translation in TRANSLATION_MONITOR:
             return TRANSLATION_MONITOR[self.translation]
         names = self.evaluator_args["names"]
@@ -78,6 +82,7 @@ class EvaluationCallback(Callback):
     def _evaluator(self, trainer, module) -> Evaluator:
         if self.evaluator is None:
             self.translation = getattr(module, "translation", None)
+            self.text = bool(getattr(module, "text", False))
             self.evaluator = Evaluator(trainer.datamodule, device=module.device, **self.evaluator_args)
             if self.monitor not in HIGHER_IS_BETTER:
                 raise UserError(f"metrics.monitor={self.monitor} cannot select checkpoints: expected one of "
@@ -89,7 +94,7 @@ class EvaluationCallback(Callback):
         """Fail before training, not at the first validation: missing Inception weights, no labels, ..."""
         if not trainer.fast_dev_run:
             evaluator = self._evaluator(trainer, pl_module)
-            if not evaluator.toy:
+            if not evaluator.toy and not self.text:
                 evaluator.backbone  # downloads the weights or trains the classifier, once (cached on disk)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

@@ -1,5 +1,6 @@
 """Sample grids from the fixed latents every N generator iterations: PNG in `samples/` and to the loggers; models
-with an `extra_grids(generator, size)` method (StyleGAN) add named grids of their own in `samples/<name>/`."""
+with an `extra_grids(generator, size)` method (StyleGAN) add named grids of their own in `samples/<name>/`; text
+models (`module.text`) write their sequences as text, `samples/iter_<g_iter>.txt`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,6 +40,9 @@ class SampleGrid(Callback):
             return
         self._written_at = module.g_iter
         self.dirpath.mkdir(parents=True, exist_ok=True)
+        if getattr(module, "text", False):  # token sequences: a text file, one sample per line
+            self.last_path = self.write_text(module, self.dirpath / f"iter_{module.g_iter:06d}.txt")
+            return
         path = self.dirpath / f"iter_{module.g_iter:06d}.png"
         if len(trainer.datamodule.shape) == 1:
             self._scatter(trainer, module, path)
@@ -53,6 +57,13 @@ class SampleGrid(Callback):
                 extra.parent.mkdir(exist_ok=True)
                 self.save_grid(images, columns, extra)
                 self.log_image(trainer, name, extra, module.g_iter)
+
+    def write_text(self, module, path: Path) -> Path:
+        """`size` sequences from the fixed seed, one per line as space-separated token ids (oracle data has no words)."""
+        tokens = module.sample(self.size, generator=torch.Generator().manual_seed(self.seed))["tokens"].cpu()
+        header = f"# {module.name}, generator iteration {module.g_iter}: {len(tokens)} samples, token ids\n"
+        path.write_text(header + "".join(" ".join(map(str, row)) + "\n" for row in tokens.tolist()))
+        return path
 
     def save_grid(self, images: torch.Tensor, columns: int, path: Path) -> None:
         if images.shape[-1] < self.min_tile:  # small images (8x8, 16x16 digits) are enlarged to be readable

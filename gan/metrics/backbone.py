@@ -18,7 +18,8 @@ from gan.metrics.distributed import rank_zero_first
 from gan.metrics.quantize import to_uint8
 from gan.storage import sha256_file
 
-BACKBONES = ("inception", "classifier", "toy")
+BACKBONES = ("inception", "classifier", "toy", "oracle")
+TEXT_BACKBONE = "oracle"  # token sequences of SeqGAN's oracle: scored by its likelihood (gan.metrics.text), no features
 
 
 def resolve_backbone(name: str, datamodule) -> str:
@@ -35,6 +36,12 @@ def resolve_backbone(name: str, datamodule) -> str:
             )
     elif name not in BACKBONES:
         raise UserError(f"Unknown metrics.backbone={name}. Expected one of auto, {', '.join(BACKBONES)}.")
+    text = datamodule.backbone == TEXT_BACKBONE  # the dataset declares its sequences as text
+    if text != (name == TEXT_BACKBONE):
+        raise UserError(f"{setting}={name} does not fit dataset '{datamodule.name}': oracle token sequences use backbone "
+                        f"{TEXT_BACKBONE} (NLL_oracle, NLL_test) and only they do. Use metrics.backbone=auto.")
+    if text:
+        return name
     toy = len(datamodule.shape) == 1
     if toy != (name == "toy"):
         fitting = "toy" if toy else "inception or classifier"

@@ -116,6 +116,8 @@ class Evaluator:
         """
         seed = self.seed if seed is None else int(seed)
         num_samples = self.num_samples if num_samples is None or self.toy else int(num_samples)
+        if getattr(module, "text", False):
+            return self._evaluate_text(module, split, seed, ckpt, num_samples, keep_samples)
         truncation = truncation_options(module, truncation_psi, truncation_cutoff)
         ppl = self._path_length(module, seed, num_samples, ema) if "ppl" in self.names else None
         if getattr(module, "translation", None):
@@ -132,6 +134,10 @@ class Evaluator:
         if ppl is not None:
             evaluation.values.update(ppl[0])
             evaluation.provenance.update(ppl[1])
+        if hasattr(module, "likelihood_values"):  # likelihood models (VAE): bounds on log p(x) of the split's images
+            values, provenance = module.likelihood_values(self.datamodule, split, seed)
+            evaluation.values.update(values)
+            evaluation.provenance.update(provenance)
         if keep_samples:
             evaluation.samples = gather_rows(fake, self.device)
             evaluation.labels = None if labels is None else gather_rows(labels, self.device)
@@ -189,6 +195,17 @@ class Evaluator:
             evaluation.samples, evaluation.arrays = from_uint8(main), arrays
             evaluation.labels = arrays.get("labels", arrays.get("labels_ab"))
         return evaluation
+
+    def _evaluate_text(self, module, split: str, seed: int, ckpt: str | None, num_samples: int,
+                       keep_samples: bool) -> Evaluation:
+        """A text model on oracle data (gan.metrics.text): NLL_oracle and NLL_test, each with its real-data row."""
+        from gan.metrics.text import evaluate_text
+
+        values, provenance, fake = evaluate_text(module, self.datamodule, split, sample_seed(seed, 0), num_samples,
+                                                 self.batch_size, self.device)
+        provenance.update({**self._run_provenance(split, seed, ["nll_oracle", "nll_test"]),
+                           "ckpt": None if ckpt is None else str(ckpt), "g_iter": int(getattr(module, "g_iter", 0))})
+        return Evaluation(values, provenance, samples=fake if keep_samples else None)
 
     def _score_images(self, fake: torch.Tensor, split: str, seed: int, num_real: int):
         features = self.backbone.features(fake, self.batch_size)

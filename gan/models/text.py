@@ -1,0 +1,268 @@
+"""Text GANs on the shared loop (`gan.models.core`): an LSTM generator of token sequences trained by maximum likelihood
+(`MLE`), by SeqGAN (Yu et al. 2017) or by ScratchGAN (de Masson d'Autume et al. 2019).
+
+Discrete tokens block the discriminator's gradient, so the adversarial generator steps are REINFORCE: the loss is
+-mean_t log G(y_t | y_<t) * A_t for sampled sequences y, with A_t the reward of token t (SeqGAN: Monte Carlo rollouts
+scored by D; ScratchGAN: D's per-step outputs, discounted, minus a moving-average baseline).
+
+Phases run in stages counted on the one iteration counter: each phase's `start` and `stop` (`gan.models.core.Phase`)
+are the iterations it runs in (SeqGAN: MLE pre-training, then D pre-training, then adversarial G and D steps). All training
+randomness comes from the module's checkpointed generator (`self.draw`); `sample(n, generator)` draws evaluation
+samples from the generator it is given. Batches are {"tokens": int64 [B, T]} (`gan.data.oracle`).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gan.errors import UserError, check_betas, non_negative, positive_float, positive_int
+from gan.models.core import AdversarialModule, Batch, Phase, Player
+from gan.nets.text import LSTMGenerator
+
+
+class TextGANModule(AdversarialModule):
+    """An LSTM generator of token sequences; subclasses add players, phases and stages."""
+
+    text = True  # the evaluator, sample writer and monitor treat the model as a generator of token sequences
+
+    def __init__(self, generator: LSTMGenerator, name: str, grad_clip: float | None = 5.0, log_every: int = 25,
+                 seed: int = 0, **speed):  # compile, channels_last: see AdversarialModule
+        super().__init__(seed=seed, log_every=log_every, **speed)
+        if generator is None:
+            raise UserError(f"model={name} generates token sequences and needs text data: use data=oracle "
+                            f"(SeqGAN's synthetic benchmark).")
+        self.generator, self.name = generator, name
+        self.grad_clip = None if grad_clip is None else positive_float("model.grad_clip", grad_clip)
+
+    @property
+    def seq_len(self) -> int:
+        return self.generator.seq_len
+
+    # ---- sampling -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, ema: bool | None = None) -> dict[str, Tensor]:
+        """{"tokens": int64 [n, T]} drawn with `generator` (one uniform per token), in evaluation mode."""
+        uniforms = torch.rand(n, self.seq_len, generator=generator).to(self.device)
+        was_training = self.generator.training
+        self.generator.eval()
+        tokens = self.generator.sample(uniforms)
+        self.generator.train(was_training)
+        return {"tokens": tokens}
+
+    @torch.no_grad()
+    def fake_tokens(self, n: int, net: LSTMGenerator | None = None) -> Tensor:
+        """n sequences of the generator (or `net`), drawn from the module's checkpointed RNG."""
+        return (net or self.generator).sample(self.uniforms(n, self.seq_len))
+
+    def uniforms(self, n: int, steps: int) -> Tensor:
+        return self.draw(lambda m, rng: torch.rand(m, steps, generator=rng), n)
+
+    # ---- losses ---------------------------------------------------------------------------------------
+    def mle_loss(self, batch: Batch) -> Tensor:
+        """Teacher forcing: the mean per-token NLL of the real sequences."""
+        return -self.generator.log_probs(batch["tokens"]).mean()
+
+    def reinforce_loss(self, tokens: Tensor, advantages: Tensor) -> Tensor:
+        """REINFORCE: -mean over sequences and positions of log G(y_t | y_<t) x A_t (A_t without gradient)."""
+        return -(self.generator.log_probs(tokens) * advantages.detach()).mean()
+
+    # ---- the loop: stages (Phase.start / stop) and gradient clipping -------------------------------------------
+    def _run_phases(self, optimizers: dict, minibatches: list[dict[str, Tensor]]) -> None:
+        starts = sorted({phase.start for phase in self.phases if phase.start > 0})
+        if starts:  # logged as train/stage: how many stage boundaries the iteration counter has passed
+            self._last["stage"] = torch.tensor(float(sum(self.g_iter >= first for first in starts)))
+        super()._run_phases(optimizers, minibatches)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """SeqGAN's reference code clips each update's gradient norm to 5."""
+        if self.grad_clip is not None:
+            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+
+def adam_player(name: str, networks: Sequence[str], optimizer: Callable, lr: float, betas, key: str) -> Player:
+    return Player(name, tuple(networks), optimizer, positive_float(key, lr), check_betas("model.betas", betas))
+
+
+class MLE(TextGANModule):
+    """The baseline: the generator trained by maximum likelihood only (SeqGAN's Adam, lr 0.01, clip 5)."""
+
+    def __init__(self, generator: LSTMGenerator, optimizer: Callable, name: str = "mle", lr: float = 0.01,
+                 betas: Sequence[float] = (0.9, 0.999), grad_clip: float | None = 5.0, log_every: int = 25,
+                 seed: int = 0, **speed):
+        super().__init__(generator, name, grad_clip, log_every, seed, **speed)
+        self.schedule([adam_player("generator", ["generator"], optimizer, lr, betas, "model.lr")],
+                      [Phase("mle", "generator", self.mle_loss)])
+
+
+class SeqGAN(TextGANModule):
+    """SeqGAN: MLE pre-training for `pretrain_iters` iterations, D pre-training for `d_pretrain_iters`, then each
+    iteration one REINFORCE generator step whose per-token rewards are Monte Carlo rollouts scored by D, and
+    `d_steps` discriminator steps on real minibatches against fresh negatives.
+
+    The reward of token t < T is the mean over `rollouts` completions of y_1..y_t, sampled by the rollout policy, of
+    D's probability that the completed sequence is real; the last token's is D's probability of y itself. The rollout
+    policy is a delayed copy of G (the paper's code): copied from G when adversarial training starts, then after each
+    generator step rollout <- rate * rollout + (1 - rate) * G. D is scored in evaluation mode (no dropout) for
+    rewards; its loss is binary cross-entropy plus `l2_reg` x (sum of squares / 2) of its output layer (the code's 0.2).
+    Pre-training and adversarial generator steps have Adam optimisers of their own, as in the reference code.
+    """
+
+    def __init__(self, generator: LSTMGenerator, discriminator: nn.Module, g_optimizer: Callable,
+                 d_optimizer: Callable, name: str = "seqgan", pretrain_iters: int = 1000, d_pretrain_iters: int = 100,
+                 rollouts: int = 16, rollout_update_rate: float = 0.8, d_steps: int = 3, mle_lr: float = 0.01,
+                 g_lr: float = 0.01, d_lr: float = 1e-4, betas: Sequence[float] = (0.9, 0.999), l2_reg: float = 0.2,
+                 grad_clip: float | None = 5.0, log_every: int = 25, seed: int = 0, **speed):
+        super().__init__(generator, name, grad_clip, log_every, seed, **speed)
+        self.discriminator = discriminator
+        self.pretrain_iters = non_negative_int("model.pretrain_iters", pretrain_iters)
+        self.d_pretrain_iters = non_negative_int("model.d_pretrain_iters", d_pretrain_iters)
+        self.rollouts = positive_int("model.rollouts", rollouts)
+        if not 0 <= rollout_update_rate < 1:
+            raise UserError(f"model.rollout_update_rate must lie in [0, 1) (the paper's code: 0.8; 0: the rollout "
+                            f"policy is G itself), got {rollout_update_rate}.")
+        self.rollout_update_rate, self.l2_reg = float(rollout_update_rate), non_negative("model.l2_reg", l2_reg)
+        self.rollout = _frozen_copy(generator)
+        self.adversarial_start = self.pretrain_iters + self.d_pretrain_iters
+        self.schedule(
+            [adam_player("mle", ["generator"], g_optimizer, mle_lr, betas, "model.mle_lr"),
+             adam_player("generator", ["generator"], g_optimizer, g_lr, betas, "model.g_lr"),
+             adam_player("discriminator", ["discriminator"], d_optimizer, d_lr, betas, "model.d_lr")],
+            [Phase("mle", "mle", self.mle_loss, stop=self.pretrain_iters),
+             Phase("g", "generator", self.generator_loss, start=self.adversarial_start),
+             Phase("d", "discriminator", self.discriminator_loss, repeats=positive_int("model.d_steps", d_steps),
+                   start=self.pretrain_iters)])
+
+    def discriminator_loss(self, batch: Batch) -> Tensor:
+        real = batch["tokens"]
+        fake = self.fake_tokens(len(real))
+        d_real, d_fake = self.discriminator(real), self.discriminator(fake)
+        loss = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+                + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))) / 2
+        self._last.update(d_real=torch.sigmoid(d_real).mean().detach(), d_fake=torch.sigmoid(d_fake).mean().detach())
+        output = self.discriminator.output
+        return loss + self.l2_reg * 0.5 * (output.weight.square().sum() + output.bias.square().sum())
+
+    def generator_loss(self, batch: Batch) -> Tensor:
+        if self.g_iter == self.adversarial_start:  # the rollout policy starts as the pre-trained generator
+            self.rollout.load_state_dict(self.generator.state_dict())
+        tokens = self.fake_tokens(len(batch["tokens"]))
+        rewards = self.rewards(tokens)
+        self._last["reward"] = rewards.mean()
+        return self.reinforce_loss(tokens, rewards)
+
+    @torch.no_grad()
+    def rewards(self, tokens: Tensor) -> Tensor:
+        """[B, T]: token t < T gets the mean of D(real) over `rollouts` completions of tokens[:, :t] by the rollout
+        policy; the last token gets D(real) of the whole sequence."""
+        return mc_rewards(tokens, self.rollout, self.judge, self.rollouts, self.uniforms)
+
+    def judge(self, tokens: Tensor) -> Tensor:
+        """D's probability that each sequence is real, without dropout."""
+        was_training = self.discriminator.training
+        self.discriminator.eval()
+        probability = torch.sigmoid(self.discriminator(tokens))
+        self.discriminator.train(was_training)
+        return probability
+
+    @torch.no_grad()
+    def after_step(self, phase: Phase) -> None:
+        if phase.name == "g":  # the rollout policy follows G with a delay
+            for delayed, live in zip(self.rollout.parameters(), self.generator.parameters()):
+                delayed.mul_(self.rollout_update_rate).add_(live, alpha=1 - self.rollout_update_rate)
+
+
+def mc_rewards(tokens: Tensor, policy: LSTMGenerator, judge: Callable[[Tensor], Tensor], rollouts: int,
+               uniforms: Callable[[int, int], Tensor]) -> Tensor:
+    """SeqGAN's Monte Carlo rewards [B, T] of sequences `tokens` [B, T]: for t < T, the mean of `judge` over `rollouts`
+    completions of tokens[:, :t] sampled by `policy` with `uniforms(n, steps)`; for t = T, `judge(tokens)`."""
+    batch, length = tokens.shape
+    rewards = torch.empty(batch, length, device=tokens.device)
+    for t in range(1, length):
+        logits, (h, c) = policy.prefix_state(tokens, t)
+        rest = policy.continue_from(logits.repeat(rollouts, 1), (h.repeat(1, rollouts, 1), c.repeat(1, rollouts, 1)),
+                                    uniforms(rollouts * batch, length - t))
+        completed = torch.cat([tokens[:, :t].repeat(rollouts, 1), rest], dim=1)
+        rewards[:, t - 1] = judge(completed).view(rollouts, batch).mean(0)
+    rewards[:, -1] = judge(tokens)
+    return rewards
+
+
+class ScratchGAN(TextGANModule):
+    """ScratchGAN-style training from scratch (no MLE pre-training): D is an LSTM giving a logit per prefix, each
+    token's reward is r_t = 2 sigmoid(D_t) - 1 (in (-1, 1)), its return the discounted sum R_t = sum_{s >= t}
+    discount^(s - t) r_s, and the generator's REINFORCE advantage is R_t minus a moving-average baseline b_t
+    (b <- decay * b + (1 - decay) * batch mean of R, per position; the advantage uses b before the update). D is
+    regularised by dropout (in the network) and an L2 penalty `d_l2` x sum of squares of all its weights; its loss
+    is binary cross-entropy at every position. Large batches (ScratchGAN: 512) reduce REINFORCE's variance.
+    """
+
+    def __init__(self, generator: LSTMGenerator, discriminator: nn.Module, g_optimizer: Callable,
+                 d_optimizer: Callable, name: str = "scratchgan", g_lr: float = 1e-3, d_lr: float = 1e-3,
+                 betas: Sequence[float] = (0.5, 0.999), discount: float = 0.23, baseline_decay: float = 0.99,
+                 d_l2: float = 1e-4, d_steps: int = 1, grad_clip: float | None = 5.0, log_every: int = 25,
+                 seed: int = 0, **speed):
+        super().__init__(generator, name, grad_clip, log_every, seed, **speed)
+        self.discriminator = discriminator
+        for key, value in (("model.discount", discount), ("model.baseline_decay", baseline_decay)):
+            if not 0 <= value < 1:
+                raise UserError(f"{key} must lie in [0, 1), got {value}.")
+        self.discount, self.baseline_decay = float(discount), float(baseline_decay)
+        self.d_l2 = non_negative("model.d_l2", d_l2)
+        self.register_buffer("baseline", torch.zeros(generator.seq_len))  # checkpointed with the weights
+        self.schedule(
+            [adam_player("generator", ["generator"], g_optimizer, g_lr, betas, "model.g_lr"),
+             adam_player("discriminator", ["discriminator"], d_optimizer, d_lr, betas, "model.d_lr")],
+            [Phase("d", "discriminator", self.discriminator_loss, repeats=positive_int("model.d_steps", d_steps)),
+             Phase("g", "generator", self.generator_loss)])
+
+    def discriminator_loss(self, batch: Batch) -> Tensor:
+        real = batch["tokens"]
+        fake = self.fake_tokens(len(real))
+        d_real, d_fake = self.discriminator(real), self.discriminator(fake)
+        loss = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+                + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))) / 2
+        self._last.update(d_real=torch.sigmoid(d_real).mean().detach(), d_fake=torch.sigmoid(d_fake).mean().detach())
+        weights = sum(p.square().sum() for name, p in self.discriminator.named_parameters() if "bias" not in name)
+        return loss + self.d_l2 * weights
+
+    def generator_loss(self, batch: Batch) -> Tensor:
+        tokens = self.fake_tokens(len(batch["tokens"]))
+        with torch.no_grad():
+            was_training = self.discriminator.training
+            self.discriminator.eval()
+            rewards = 2 * torch.sigmoid(self.discriminator(tokens)) - 1
+            self.discriminator.train(was_training)
+            returns = discounted_returns(rewards, self.discount)
+            advantages = returns - self.baseline
+            self.baseline.copy_(updated_baseline(self.baseline, returns, self.baseline_decay))
+        self._last.update(reward=rewards.mean(), baseline=self.baseline.mean().clone())
+        return self.reinforce_loss(tokens, advantages)
+
+
+def discounted_returns(rewards: Tensor, discount: float) -> Tensor:
+    """R_t = sum_{s >= t} discount^(s - t) r_s of rewards [B, T]."""
+    returns, running = torch.empty_like(rewards), torch.zeros_like(rewards[:, 0])
+    for t in range(rewards.shape[1] - 1, -1, -1):
+        running = rewards[:, t] + discount * running
+        returns[:, t] = running
+    return returns
+
+
+def updated_baseline(baseline: Tensor, returns: Tensor, decay: float) -> Tensor:
+    """The moving-average baseline after one batch: decay * b + (1 - decay) * mean over the batch of the returns."""
+    return decay * baseline + (1 - decay) * returns.mean(0)
+
+
+def non_negative_int(key: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UserError(f"{key} must be an integer >= 0, got {value!r}.")
+    return value
+
+
+def _frozen_copy(network: nn.Module) -> nn.Module:
+    return copy.deepcopy(network).requires_grad_(False)
+

@@ -1,0 +1,156 @@
+"""Token-sequence networks of the text GANs: the LSTM language model (generator, SeqGAN's oracle, the rollout policy),
+SeqGAN's CNN discriminator and ScratchGAN's per-step LSTM discriminator. No training logic.
+
+Sampling takes its randomness as uniforms (one per token, drawn by the caller from whichever generator it owns) and
+inverts the categorical CDF with them, so a draw depends only on those numbers, on any device.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gan.errors import UserError, positive_int
+
+State = tuple[Tensor, Tensor]
+
+
+def text_sizes(vocab_size, seq_len) -> tuple[int, int]:
+    """(vocab_size, seq_len) of the data, or a UserError when the data are not token sequences (no vocabulary)."""
+    if vocab_size is None or seq_len is None:
+        raise UserError("This model generates token sequences and needs text data with a vocabulary: use data=oracle "
+                        "(SeqGAN's synthetic benchmark).")
+    return positive_int("data.vocab_size", vocab_size), positive_int("data.seq_len", seq_len)
+
+
+def categorical(logits: Tensor, uniforms: Tensor) -> Tensor:
+    """One token per row of `logits` [N, V], by inverting the CDF of softmax(logits) at `uniforms` [N] in [0, 1)."""
+    cdf = torch.softmax(logits.float(), dim=-1).cumsum(-1)
+    index = torch.searchsorted(cdf, (uniforms.to(cdf) * cdf[:, -1]).unsqueeze(-1)).squeeze(-1)
+    return index.clamp_(max=logits.shape[-1] - 1)
+
+
+class LSTMGenerator(nn.Module):
+    """An LSTM language model over `vocab_size` tokens, sequences of `seq_len` (SeqGAN: embedding and hidden 32).
+
+    Every parameter is drawn from N(0, init_std^2), with one bias per gate as the reference LSTM (PyTorch's second
+    bias set to zero): init_std 1 is SeqGAN's oracle, 0.1 its generator. The first input is `start_token`.
+    """
+
+    def __init__(self, vocab_size: int, seq_len: int, embed_dim: int = 32, hidden_dim: int = 32,
+                 init_std: float = 0.1, start_token: int = 0):
+        super().__init__()
+        self.vocab_size, self.seq_len = text_sizes(vocab_size, seq_len)
+        self.start_token = int(start_token)
+        self.embedding = nn.Embedding(self.vocab_size, positive_int("embed_dim", embed_dim))
+        self.lstm = nn.LSTM(embed_dim, positive_int("hidden_dim", hidden_dim), batch_first=True)
+        self.output = nn.Linear(hidden_dim, self.vocab_size)
+        with torch.no_grad():
+            for parameter in self.parameters():
+                parameter.normal_(0.0, float(init_std))
+            self.lstm.bias_hh_l0.zero_()
+
+    def inputs(self, tokens: Tensor) -> Tensor:
+        """The inputs that predict `tokens` [B, T]: the start token, then every token but the last."""
+        return torch.cat([self.start(tokens), tokens[:, :-1]], dim=1)
+
+    def start(self, tokens: Tensor) -> Tensor:
+        return torch.full((len(tokens), 1), self.start_token, dtype=torch.long, device=tokens.device)
+
+    def run(self, inputs: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """(logits [B, L, V] of the token after each input, the LSTM state after the last input)."""
+        out, state = self.lstm(self.embedding(inputs), state)
+        return self.output(out), state
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """Logits [B, T, V]: position t predicts tokens[:, t] from tokens[:, :t] (teacher forcing)."""
+        return self.run(self.inputs(tokens))[0]
+
+    def log_probs(self, tokens: Tensor) -> Tensor:
+        """log p(y_t | y_<t) of every token, [B, T]."""
+        logits = self(tokens)
+        return -F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tokens.reshape(-1),
+                                reduction="none").view_as(tokens)
+
+    def prefix_state(self, tokens: Tensor, length: int) -> tuple[Tensor, State]:
+        """(logits [B, V] of the next token, state) after reading the start token and tokens[:, :length]."""
+        logits, state = self.run(torch.cat([self.start(tokens), tokens[:, :length]], dim=1))
+        return logits[:, -1], state
+
+    def continue_from(self, logits: Tensor, state: State, uniforms: Tensor) -> Tensor:
+        """Sample uniforms.shape[1] tokens [N, S], the first from `logits` [N, V], then reading each one back."""
+        tokens = []
+        for step in range(uniforms.shape[1]):
+            token = categorical(logits, uniforms[:, step])
+            tokens.append(token)
+            if step + 1 < uniforms.shape[1]:
+                out, state = self.run(token[:, None], state)
+                logits = out[:, 0]
+        return torch.stack(tokens, dim=1)
+
+    def sample(self, uniforms: Tensor) -> Tensor:
+        """Sequences [N, seq_len] drawn with `uniforms` [N, seq_len] (one uniform in [0, 1) per token)."""
+        empty = torch.empty(len(uniforms), 0, dtype=torch.long, device=uniforms.device)
+        return self.continue_from(*self.prefix_state(empty, 0), uniforms)
+
+
+class Highway(nn.Module):
+    """y = t * relu(W_H x) + (1 - t) * x, t = sigmoid(W_T x) (Srivastava et al. 2015; SeqGAN's discriminator)."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.transform, self.gate = nn.Linear(size, size), nn.Linear(size, size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate = torch.sigmoid(self.gate(x))
+        return gate * F.relu(self.transform(x)) + (1 - gate) * x
+
+
+class CNNDiscriminator(nn.Module):
+    """SeqGAN's discriminator (after Kim 2014 / Zhang & LeCun 2015): embedding, 1-D convolutions of several window
+    sizes with many filters each, ReLU, max-over-time pooling, a highway layer, dropout, one logit (sigmoid: the
+    probability that the sequence is real). Windows longer than the sequence are left out (the paper's 15 and 20
+    need sequences of at least that length). Defaults are the paper's."""
+
+    def __init__(self, vocab_size: int, seq_len: int, embed_dim: int = 64,
+                 windows: Sequence[int] = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20),
+                 filters: Sequence[int] = (100, 200, 200, 200, 200, 100, 100, 100, 100, 100, 160, 160),
+                 filter_scale: float = 1.0, dropout: float = 0.25):
+        super().__init__()
+        if len(windows) != len(filters):
+            raise UserError(f"model.discriminator.windows ({len(windows)} sizes) and model.discriminator.filters "
+                            f"({len(filters)} counts) must have the same length: one filter count per window size.")
+        vocab_size, seq_len = text_sizes(vocab_size, seq_len)
+        kept = [(int(w), max(1, round(int(f) * float(filter_scale)))) for w, f in zip(windows, filters) if w <= seq_len]
+        if not kept:
+            raise UserError(f"No window of model.discriminator.windows={list(windows)} fits sequences of length "
+                            f"{seq_len}. Use windows of at most {seq_len}.")
+        self.embedding = nn.Embedding(vocab_size, positive_int("embed_dim", embed_dim))
+        self.convs = nn.ModuleList(nn.Conv1d(embed_dim, f, w) for w, f in kept)
+        features = sum(f for _, f in kept)
+        self.highway, self.dropout, self.output = Highway(features), nn.Dropout(dropout), nn.Linear(features, 1)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        x = self.embedding(tokens).transpose(1, 2)  # [B, E, T]
+        pooled = torch.cat([F.relu(conv(x)).amax(dim=2) for conv in self.convs], dim=1)
+        return self.output(self.dropout(self.highway(pooled))).squeeze(1)
+
+
+class LSTMDiscriminator(nn.Module):
+    """ScratchGAN's discriminator: an LSTM reads the sequence and gives one logit per position, the logit at t
+    judging the prefix y_1..y_t (a dense, per-step reward for the generator). Dropout on embeddings and outputs."""
+
+    def __init__(self, vocab_size: int, seq_len: int, embed_dim: int = 32, hidden_dim: int = 64,
+                 dropout: float = 0.1):
+        super().__init__()
+        vocab_size, _ = text_sizes(vocab_size, seq_len)
+        self.embedding = nn.Embedding(vocab_size, positive_int("embed_dim", embed_dim))
+        self.lstm = nn.LSTM(embed_dim, positive_int("hidden_dim", hidden_dim), batch_first=True)
+        self.dropout, self.output = nn.Dropout(dropout), nn.Linear(hidden_dim, 1)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """Logits [B, T]."""
+        out, _ = self.lstm(self.dropout(self.embedding(tokens)))
+        return self.output(self.dropout(out)).squeeze(-1)
