@@ -22,12 +22,13 @@ from gan.train import load_checkpoint  # noqa: E402
 
 
 @torch.no_grad()
-def class_accuracy(module, classifier, num_classes: int, n: int, seed: int, **sample_options) -> float:
+def class_accuracy(module, classifier, num_classes: int, n: int, seed: int, ema: bool | None = None,
+                   **sample_options) -> float:
     generator = torch.Generator().manual_seed(seed)
     labels = torch.arange(num_classes).repeat_interleave(n // num_classes)
     correct = 0
     for chunk in labels.split(250):
-        x = module.sample(y=chunk, generator=generator, **sample_options)["x"].float().cpu().clamp(-1, 1)
+        x = module.sample(y=chunk, generator=generator, ema=ema, **sample_options)["x"].float().cpu().clamp(-1, 1)
         correct += int((classifier(x)[1].argmax(1) == chunk).sum())
     return correct / len(labels)
 
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=5000, help="samples, equally many per class")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--truncation", type=float, nargs="+", default=[1.0])
+    parser.add_argument("--live", action="store_true", help="sample the live generator, not its EMA copy")
     args = parser.parse_args(argv)
     path = args.run / "checkpoints" / "best.ckpt" if (args.run / "checkpoints" / "best.ckpt").exists() else args.run
     cfg, datamodule, module = load_checkpoint(path)
@@ -48,8 +50,9 @@ def main(argv: list[str] | None = None) -> None:
     classifier = evaluator.backbone.extractor.net.eval()
     for psi in args.truncation:
         options = {} if psi == 1 else {"truncation_psi": psi}
-        accuracy = class_accuracy(module, classifier, module.num_classes, args.n, args.seed, **options)
-        print(f"{path}: truncation {psi:g}: class accuracy {100 * accuracy:.1f}% of {args.n} samples "
+        accuracy = class_accuracy(module, classifier, module.num_classes, args.n, args.seed,
+                                  ema=False if args.live else None, **options)
+        print(f"{path}{' (live G)' if args.live else ''}: truncation {psi:g}: class accuracy {100 * accuracy:.1f}% of {args.n} samples "
               f"(chance {100 / module.num_classes:.0f}%)")
 
 

@@ -37,7 +37,7 @@ from gan.train import load_checkpoint, train
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 TINY = ["model=biggan", "data.image_size=8", "data.batch_size=8", "model.latent_dim=8", "model.generator.width=2",
-        "model.generator.shared_dim=4", "model.discriminator.width=2"]
+        "model.generator.shared_dim=4", "model.generator.hierarchical=true", "model.discriminator.width=2"]
 
 
 def spectral(module: nn.Module) -> bool:
