@@ -37,7 +37,8 @@ from gan.train import load_checkpoint, train
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 TINY = ["model=biggan", "data.image_size=8", "data.batch_size=8", "model.latent_dim=8", "model.generator.width=2",
-        "model.generator.shared_dim=4", "model.generator.hierarchical=true", "model.discriminator.width=2"]
+        "model.generator.shared_dim=4", "model.generator.hierarchical=true", "model.discriminator.width=2",
+        "model.n_critic=2"]  # the paper's hierarchical latent and 2 D steps, which the digits scale changes
 
 
 def spectral(module: nn.Module) -> bool:
@@ -235,7 +236,8 @@ def test_the_model_config_has_the_papers_settings_and_the_cifar10_experiment_the
     assert G.shared is None and G.slots == 1 and G.attention is None and D.attention is None
     assert G.widths == [256] * 4 and [b.conv1.out_channels for b in D.blocks] == [256] * 4
     digits = compose_config(tmp_path, "model=biggan", fast=False)
-    assert (digits.model.generator.width, digits.model.generator.attention, digits.g_iters) == (8, 8, 1000)
+    assert (digits.model.generator.width, digits.model.generator.attention, digits.g_iters) == (8, 8, 1300)
+    assert (digits.model.n_critic, digits.model.generator.hierarchical, digits.model.ema_decay) == (1, False, 0.99)
 
 
 def test_a_short_run_trains_logs_the_penalty_and_draws_class_rows_and_a_truncation_sweep(tmp_path):
