@@ -236,7 +236,7 @@ def test_the_model_config_has_the_papers_settings_and_the_cifar10_experiment_the
     assert G.shared is None and G.slots == 1 and G.attention is None and D.attention is None
     assert G.widths == [256] * 4 and [b.conv1.out_channels for b in D.blocks] == [256] * 4
     digits = compose_config(tmp_path, "model=biggan", fast=False)
-    assert (digits.model.generator.width, digits.model.generator.attention, digits.g_iters) == (8, 8, 1300)
+    assert (digits.model.generator.width, digits.model.generator.attention, digits.g_iters) == (8, 8, 1500)
     assert (digits.model.n_critic, digits.model.generator.hierarchical, digits.model.ema_decay) == (1, False, 0.99)
 
 

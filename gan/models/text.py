@@ -66,6 +66,15 @@ class TextGANModule(AdversarialModule):
         """Teacher forcing: the mean per-token NLL of the real sequences."""
         return -self.generator.log_probs(batch["tokens"]).mean()
 
+    def real_fake_loss(self, batch: Batch) -> Tensor:
+        """D's cross-entropy on the real sequences and as many fresh ones of G, averaged over the two (per position
+        for a D with one logit per prefix); D's mean probabilities are logged."""
+        real = batch["tokens"]
+        d_real, d_fake = self.discriminator(real), self.discriminator(self.fake_tokens(len(real)))
+        self._last.update(d_real=torch.sigmoid(d_real).mean().detach(), d_fake=torch.sigmoid(d_fake).mean().detach())
+        return (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+                + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))) / 2
+
     def reinforce_loss(self, tokens: Tensor, advantages: Tensor) -> Tensor:
         """REINFORCE: -mean over sequences and positions of log G(y_t | y_<t) x A_t (A_t without gradient)."""
         return -(self.generator.log_probs(tokens) * advantages.detach()).mean()
@@ -137,14 +146,8 @@ class SeqGAN(TextGANModule):
                    start=self.pretrain_iters)])
 
     def discriminator_loss(self, batch: Batch) -> Tensor:
-        real = batch["tokens"]
-        fake = self.fake_tokens(len(real))
-        d_real, d_fake = self.discriminator(real), self.discriminator(fake)
-        loss = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
-                + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))) / 2
-        self._last.update(d_real=torch.sigmoid(d_real).mean().detach(), d_fake=torch.sigmoid(d_fake).mean().detach())
         output = self.discriminator.output
-        return loss + self.l2_reg * 0.5 * (output.weight.square().sum() + output.bias.square().sum())
+        return self.real_fake_loss(batch) + self.l2_reg * 0.5 * (output.weight.square().sum() + output.bias.square().sum())
 
     def generator_loss(self, batch: Batch) -> Tensor:
         if self.g_iter == self.adversarial_start:  # the rollout policy starts as the pre-trained generator
@@ -220,14 +223,8 @@ class ScratchGAN(TextGANModule):
              Phase("g", "generator", self.generator_loss)])
 
     def discriminator_loss(self, batch: Batch) -> Tensor:
-        real = batch["tokens"]
-        fake = self.fake_tokens(len(real))
-        d_real, d_fake = self.discriminator(real), self.discriminator(fake)
-        loss = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
-                + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))) / 2
-        self._last.update(d_real=torch.sigmoid(d_real).mean().detach(), d_fake=torch.sigmoid(d_fake).mean().detach())
         weights = sum(p.square().sum() for name, p in self.discriminator.named_parameters() if "bias" not in name)
-        return loss + self.d_l2 * weights
+        return self.real_fake_loss(batch) + self.d_l2 * weights
 
     def generator_loss(self, batch: Batch) -> Tensor:
         tokens = self.fake_tokens(len(batch["tokens"]))
