@@ -11,7 +11,7 @@ import pickle
 import pytest
 import torch
 
-from conftest import compose_config
+from conftest import assert_same, compose_config, final_state, kill_and_resume
 from gan.losses import F_DIVERGENCES, LOSSES, get_loss
 from gan.train import load_checkpoint, train
 
@@ -182,3 +182,14 @@ def test_every_f_divergence_trains_through_the_config(tmp_path, ring_config, nam
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     losses = [r[key] for r in records for key in ("train/d_loss", "train/g_loss") if key in r]
     assert len(losses) == 4 and all(math.isfinite(value) for value in losses)
+
+
+@pytest.mark.slow
+def test_an_f_gan_killed_and_resumed_ends_like_an_uninterrupted_run(tmp_path):
+    args = ["model=gan", "data=ring", "model.loss=f_pearson", "model.ema_decay=0.9", "g_iters=120",
+            "model.log_every=10", "logger=csv", "metrics.every_n_g_iters=40", "callbacks.checkpoint.every_g_iters=3",
+            "callbacks.samples.every_g_iters=40"]
+    whole, parts = kill_and_resume(tmp_path, args)
+    assert_same(final_state(whole), final_state(parts))
+    evaluation = [json.loads((run / "eval.json").read_text())["values"] for run in (whole, parts)]
+    assert evaluation[0] == evaluation[1] and "reverse_kl" in evaluation[0]
