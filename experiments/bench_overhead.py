@@ -54,6 +54,8 @@ def plain(g_iters: int, overrides: list[str]) -> dict:
     torch.manual_seed(cfg.seed)
     dm = instantiate(cfg.data)
     module = instantiate(cfg.model)
+    if not hasattr(module, "discriminator"):  # model=vae
+        return plain_vae(module, dm, g_iters, cfg.seed)
     G, D, loss, pack = module.generator, module.discriminator, module.loss, module.pack
     ema = getattr(module, "ema_generator", None)
     opt_g, opt_d = module.configure_optimizers()  # the model's players: generator, discriminator
@@ -92,6 +94,33 @@ def plain(g_iters: int, overrides: list[str]) -> dict:
             ema.update_parameters(G)
     return {"train_seconds": time.perf_counter() - start, "g_iters": g_iters, "d_loss": d_loss.item(),
             "g_loss": g_loss.item()}
+
+
+def plain_vae(module, dm, g_iters: int, seed: int) -> dict:
+    """The VAE's plain loop: encode a fresh real batch, one reparameterised sample, Bernoulli ELBO, one Adam step."""
+    import torch
+    import torch.nn.functional as F
+
+    from gan.metrics.quantize import from_uint8
+
+    (optimizer,) = module.configure_optimizers()  # one player: encoder and decoder
+    data, batch = dm.dataset("train").data, dm.batch_size
+    order_rng, order = torch.Generator().manual_seed(seed), torch.empty(0, dtype=torch.long)
+    start = time.perf_counter()
+    for _ in range(g_iters):
+        if len(order) < batch:
+            order = torch.randperm(len(data), generator=order_rng)
+        x, order = data[order[:batch]], order[batch:]
+        x = from_uint8(x) if x.dtype == torch.uint8 else x
+        mean, log_var = module.encoder(x)
+        z = mean + torch.exp(0.5 * log_var) * torch.randn_like(mean)
+        recon = F.binary_cross_entropy_with_logits(module.decoder(z), (x + 1) / 2, reduction="none").flatten(1).sum(1)
+        kl = 0.5 * (mean.pow(2) + log_var.exp() - 1 - log_var).sum(1)
+        loss = (recon + kl).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return {"train_seconds": time.perf_counter() - start, "g_iters": g_iters, "loss": loss.item()}
 
 
 def timed(command: list[str], env: dict) -> tuple[float, str]:
