@@ -17,7 +17,6 @@ sampling.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -58,47 +57,17 @@ def threshold_of_psi(psi: float) -> float | None:
 
 
 class BigGAN(GANModule):
-    def __init__(
-        self,
-        generator: nn.Module,
-        discriminator: nn.Module,
-        g_optimizer: Callable,
-        d_optimizer: Callable,
-        latent_dim: int = 120,
-        name: str = "biggan",
-        arch: str | None = "biggan",
-        g_lr: float = 5e-5,
-        d_lr: float = 2e-4,
-        betas: Sequence[float] | None = (0.0, 0.999),
-        loss: str = "hinge",
-        regularizer: str | None = None,
-        reg_weight: float = 0.0,
-        reg_every: int = 1,
-        n_critic: int = 2,
-        ortho_weight: float = 1e-4,
-        ema_decay: float | None = 0.9999,
-        ema_start: int = 20_000,
-        total_iters: int | None = None,
-        lr_decay: float = 0.0,
-        num_classes: int | None = None,
-        log_every: int = 25,
-        seed: int = 0,
-        compile: bool = False,
-        channels_last: bool = False,
-        **augment,  # model.augment and its settings (GANModule)
-    ):
+    def __init__(self, generator: nn.Module, *args, ortho_weight: float = 1e-4, ema_start: int = 20_000,
+                 arch: str | None = "biggan", **kwargs):
+        """GANModule's settings (conf/model/biggan.yaml holds the paper's values) with projection conditioning, plus
+        the orthogonal regularisation's weight and the iteration the EMA starts averaging at."""
         if not hasattr(generator, "regularized_weights"):
             raise UserError(f"model=biggan needs BigGAN's generator (gan.nets.biggan.BigGANGenerator), got "
                             f"{type(generator).__name__}.")
         if isinstance(ema_start, bool) or not isinstance(ema_start, int) or ema_start < 0:
             raise UserError(f"model.ema_start is the number of iterations during which the EMA of G just copies G "
                             f"before it starts averaging (the paper: 20000), an integer >= 0, got {ema_start!r}.")
-        super().__init__(generator, discriminator, g_optimizer, d_optimizer, latent_dim, name=name, arch=arch,
-                         g_lr=g_lr, d_lr=d_lr, betas=betas, loss=loss, regularizer=regularizer, reg_weight=reg_weight,
-                         reg_every=reg_every, n_critic=n_critic, ema_decay=ema_decay,
-                         total_iters=total_iters, lr_decay=lr_decay, num_classes=num_classes,
-                         conditioning="projection", log_every=log_every, seed=seed, compile=compile,
-                         channels_last=channels_last, **augment)
+        super().__init__(generator, *args, arch=arch, conditioning="projection", **kwargs)
         self.ortho_weight, self.ema_start = non_negative("model.ortho_weight", ortho_weight), ema_start
 
     # ---- training ---------------------------------------------------------------------------------
