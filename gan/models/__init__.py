@@ -1,1 +1,1 @@
-"""One LightningModule per GAN family: `base.GANModule` holds the loop, variants override a hook."""
+"""One module per model family on the loop `core.AdversarialModule`; `base.GANModule` is the noise -> image GAN."""
