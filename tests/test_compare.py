@@ -12,11 +12,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
+from conftest import compose_config
 from gan.compare import main
 from gan.metrics.directions import HIGHER_IS_BETTER
 from gan.report.analysis import budget_curve, expected_best_of_k, metric_spec
@@ -39,6 +41,9 @@ RUNS = [
     ("4", "wgan_gp", 2, [36.0, 28.0, 26.0], 24.5),
 ]
 EVAL_ITERS = (500, 1000, 1500)
+REF_VAL, REF_TEST = 3.25, 3.5  # val/ref_real/fid and test/ref_real/fid of the runs with composed configs
+COMPOSED_PROVENANCE = {"backbone": "classifier", "weights_sha256": "ab12", "resize": "none-16x16", "image_size": 16,
+                       "dataset": "digits", "split": "val", "num_real": 180, "num_fake": 2000}
 
 
 def write_run(run_dir: Path, model: str, seed: int, fids: list[float], test_fid: float | None,
@@ -82,6 +87,29 @@ def write_run(run_dir: Path, model: str, seed: int, fids: list[float], test_fid:
     for step in EVAL_ITERS:
         sample_grid(random.Random(f"{model}{seed}{step}"), blue=80 if model == "dcgan" else 200).save(
             run_dir / "samples" / f"iter_{step:06d}.png")
+    return run_dir
+
+
+def write_composed_run(run_dir: Path, overrides: Sequence[str], fids: Sequence[float], hydra_dir: bool = True) -> Path:
+    """A run as training leaves it, its config composed by the real conf/ tree from `overrides` (resolved in
+    config.yaml, unresolved in .hydra/config.yaml): val/fid `fids` at g_iter 500, 1000, ... with real-data reference
+    rows, the last value + 1 as test/fid, a summary."""
+    cfg = compose_config(run_dir, *overrides, fast=False)
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if hydra_dir:
+        (run_dir / ".hydra").mkdir()
+        (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    lines = []
+    for step, fid in zip(range(500, 500 * len(fids) + 1, 500), fids):
+        lines.append({"g_iter": step, "images_seen": step * 64, "elapsed_s": step * 0.1, "train/d_loss": 1.0})
+        lines.append({"g_iter": step, "images_seen": step * 64, "elapsed_s": step * 0.1, "val/fid": fid,
+                      "val/ref_real/fid": REF_VAL, "provenance": {**COMPOSED_PROVENANCE, "g_iter": step}})
+    test_provenance = {**COMPOSED_PROVENANCE, "split": "test", "g_iter": step}
+    lines.append({"g_iter": step, "images_seen": step * 64, "elapsed_s": step * 0.1, "test/fid": fids[-1] + 1,
+                  "test/ref_real/fid": REF_TEST, "provenance": test_provenance})
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    (run_dir / "summary.json").write_text(json.dumps({"status": "completed", "wall_time_s": 210.0}))
     return run_dir
 
 

@@ -19,9 +19,10 @@ from gan.report.runs import Run, config_value
 PROTOCOL_FIELDS = ("backbone", "weights_sha256", "num_fake", "num_real", "split", "image_size", "resize", "dataset")
 
 # Config subtrees and leaf names that describe where a run was stored or how it was launched,
-# not what was trained; model/data names and the seed have their own columns.
+# not what was trained; model/data names, the seed and the scale preset have their own columns.
 NOISE_PREFIXES = ("paths.", "logger.", "hydra.", "callbacks.", "launcher.", "hparams_search.", "debug.", "wandb.")
-NOISE_KEYS = frozenset({"model.name", "data.name", "seed", "task_name", "tags", "ckpt_path", "run_name", "id"})
+NOISE_KEYS = frozenset({"model.name", "data.name", "seed", "preset", "task_name", "tags", "ckpt_path", "run_name",
+                        "id"})
 NOISE_LEAVES = frozenset({"_target_", "_partial_", "_recursive_", "_convert_"})
 NOISE_TRAINER_LEAVES = frozenset(
     {"accelerator", "devices", "num_nodes", "strategy", "default_root_dir", "enable_progress_bar",
@@ -32,8 +33,18 @@ COLUMN_KEYS = ("seed", "model.name", "data.name")
 # conf/model/_arch.yaml: G and D keep the settings of every architecture under its name, only the selected one is used.
 NETWORK_PREFIXES = ("model.generator.", "model.discriminator.")
 ARCHITECTURES = frozenset({"mlp", "dcgan", "cnn", "resnet"})
+# Settings a run uses only under another setting's values: (the setting, or a prefix ending in "*"; the key it depends
+# on; "in" or "not in"; those values). A run whose config says otherwise leaves the setting out of its row.
+USED_ONLY_WHEN = (
+    ("model.ada_*", "model.augment", "in", ("ada",)),
+    ("model.augment_policy", "model.augment", "in", ("diffaugment",)),
+    ("model.reg_weight", "model.regularizer", "not in", ("none",)),
+    ("model.reg_every", "model.regularizer", "not in", ("none",)),
+    ("model.gaussian_std", "model.likelihood", "in", ("gaussian",)),
+)
 REF_REAL = "ref_real"  # gan.metrics: `<split>/ref_real/<value>`, the value of real held-out data
 INTERPOLATION = re.compile(r"^\$\{[^}]*\}$")
+_ABSENT = object()
 
 
 @dataclass(frozen=True)
@@ -79,6 +90,7 @@ class RunResult:
     best_g_iter: int | None
     final: float | None
     final_split: str | None  # "test", or "val" when the run has no test evaluation
+    group: str = ""  # the label of the run's group in the comparison (gan.report.groups), e.g. "augment=ada"
 
 
 def summarise_run(run: Run, spec: MetricSpec) -> RunResult:
@@ -176,11 +188,12 @@ def _incompatible_message(key: str, groups: dict[tuple, list[Run]]) -> str:
     return "\n".join(lines)
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+def flatten_config(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as {dotted key: value} of its leaves."""
     if isinstance(node, dict):
         flat: dict[str, Any] = {}
         for key, value in node.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten_config(value, f"{prefix}{key}."))
         return flat
     return {prefix[:-1]: node}
 
@@ -205,6 +218,17 @@ def unused_architecture(key: str, config: dict[str, Any]) -> bool:
     return False
 
 
+def unused_setting(key: str, config: dict[str, Any]) -> bool:
+    """True for a setting that USED_ONLY_WHEN says the run does not use, e.g. `model.ada_kimg` when
+    `model.augment=none`; a run without the key it depends on keeps the setting."""
+    for setting, depends_on, relation, values in USED_ONLY_WHEN:
+        if key == setting or (setting.endswith("*") and key.startswith(setting[:-1])):
+            value = config_value(config, depends_on, _ABSENT)
+            if value is not _ABSENT and (value in values) != (relation == "in"):
+                return True
+    return False
+
+
 def _interpolated(value: Any) -> bool:
     if isinstance(value, str):
         return bool(INTERPOLATION.match(value.strip()))
@@ -218,16 +242,18 @@ class Hyperparameters:
     """The config keys a comparison shows: they differ between runs and matter."""
 
     keys: list[str]  # display order: keys that vary within a model first, then the ones only models differ in
-    flats: list[dict[str, Any]]  # each run's flat config, without the settings of architectures it does not use
+    flats: list[dict[str, Any]]  # each run's flat config, less the settings it does not use (unused_setting, ...)
     by_model: frozenset[str]  # keys constant within each model: the models' own settings, implied by the model column
     derived: list[str]  # left out: interpolated from another key (model.seed: ${seed}) or equal to it in every run
     group_keys: list[str]  # the keys that tell configurations apart, seeds aside (for grouping seeds)
 
 
 def select_hyperparameters(runs: Sequence[Run]) -> Hyperparameters:
-    """Keys whose values differ across runs, without launch noise, derived copies and unused architectures."""
-    full = [_flatten(run.config) for run in runs]
-    unused = [{k for k in flat if unused_architecture(k, run.config)} for flat, run in zip(full, runs)]
+    """Keys whose values differ across runs, without launch noise, derived copies and the settings a run does not use
+    (unused architectures, USED_ONLY_WHEN)."""
+    full = [flatten_config(run.config) for run in runs]
+    unused = [{k for k in flat if unused_architecture(k, run.config) or unused_setting(k, run.config)}
+              for flat, run in zip(full, runs)]
     flats = [{k: v for k, v in flat.items() if k not in skip} for flat, skip in zip(full, unused)]
     present = {k for flat in flats for k in flat}
     keys = sorted((k for k in present if not _is_noise(k)), key=_key_order)
@@ -236,7 +262,7 @@ def select_hyperparameters(runs: Sequence[Run]) -> Hyperparameters:
     differing = [k for k in keys
                  if len({repr(flat.get(k, missing)) for flat, skip in zip(flats, unused) if k not in skip}) > 1]
 
-    raws = [_flatten(run.raw_config) if run.raw_config else None for run in runs]
+    raws = [flatten_config(run.raw_config) if run.raw_config else None for run in runs]
     columns = {k: [repr(flat.get(k, missing)) for flat in flats] for k in [*COLUMN_KEYS, *differing]}
     derived = []
     for key in differing:
@@ -281,8 +307,9 @@ def mean_and_std(values: Sequence[float]) -> tuple[float, float | None]:
 
 
 # The settings a reader looks for first, in this order; the others follow, shallow keys before nested ones.
-LEADING_KEYS = ("model.arch", "model.loss", "model.regularizer", "model.n_critic", "model.g_lr", "model.d_lr",
-                "model.betas", "model.reg_weight", "model.latent_dim", "g_iters", "data.image_size", "data.batch_size")
+LEADING_KEYS = ("model.arch", "model.loss", "model.regularizer", "model.augment", "model.n_critic", "model.g_lr",
+                "model.d_lr", "model.betas", "model.reg_weight", "model.latent_dim", "g_iters", "data.image_size",
+                "data.batch_size")
 
 
 def _key_order(key: str) -> tuple:

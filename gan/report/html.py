@@ -79,11 +79,12 @@ def _svg_image(figure: Any, alt: str) -> str:
     return f'<img alt="{_escape(alt)}" src="data:image/svg+xml;base64,{encoded}">'
 
 
-def _model_colors(models: Sequence[str]) -> dict[str, Any]:
+def _group_colors(groups: Sequence[str]) -> dict[str, Any]:
+    """A colour per group, in the order the groups first appear."""
     from matplotlib import colormaps
 
     palette = colormaps["tab10"]
-    return {model: palette(i % 10) for i, model in enumerate(sorted(set(models)))}
+    return {group: palette(i % 10) for i, group in enumerate(dict.fromkeys(groups))}
 
 
 def describe_protocol(protocol: dict[str, Any] | None) -> str:
@@ -136,22 +137,22 @@ def _curve_figures(results: Sequence[RunResult], spec: MetricSpec, colors: dict[
             axes.set_yscale("log")
             axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))  # 10 rather than 10^1
             axes.yaxis.set_minor_formatter(FuncFormatter(_minor_log_label))
-        seen_models: dict[str, int] = {}
+        seen_groups: dict[str, int] = {}
         drawn = 0
         for result in plotted:
             points = [(p[index], p[2]) for p in result.curve if p[index] is not None]
             if not points:
                 continue
             drawn += 1
-            model = result.run.model
-            style = LINE_STYLES[seen_models.get(model, 0) % len(LINE_STYLES)]
-            label = f"{result.run.label} ({model})" if per_run_legend else (model if model not in seen_models else None)
-            seen_models[model] = seen_models.get(model, 0) + 1
+            group = result.group
+            style = LINE_STYLES[seen_groups.get(group, 0) % len(LINE_STYLES)]
+            label = f"{result.run.label} ({group})" if per_run_legend else (group if group not in seen_groups else None)
+            seen_groups[group] = seen_groups.get(group, 0) + 1
             xs, ys = zip(*points)
-            axes.plot(xs, ys, style, color=colors[model], label=label, linewidth=1.4, alpha=0.9)
+            axes.plot(xs, ys, style, color=colors[group], label=label, linewidth=1.4, alpha=0.9)
             best = [p for p in points if p[1] == result.best]
             if best:
-                axes.plot(*best[0], "o", color=colors[model], markersize=5)
+                axes.plot(*best[0], "o", color=colors[group], markersize=5)
         _reference_line(axes, reference)
         axes.set_xlabel(f"{axis_name}{unit}")
         axes.set_ylabel(spec.val_key + (" (log scale)" if log else ""))
@@ -167,23 +168,26 @@ def _curve_figures(results: Sequence[RunResult], spec: MetricSpec, colors: dict[
 
 
 def _distribution_figure(results: Sequence[RunResult], spec: MetricSpec, colors: dict[str, Any],
-                         reference: Reference | None = None) -> str:
+                         reference: Reference | None = None, group_noun: str = "model") -> str:
     from matplotlib.figure import Figure
 
-    by_model: dict[str, list[float]] = {}
+    by_group: dict[str, list[float]] = {}
     for result in results:
         if result.best is not None:
-            by_model.setdefault(result.run.model, []).append(result.best)
-    models = sorted(by_model)
+            by_group.setdefault(result.group, []).append(result.best)
+    groups = list(by_group)
     figure = Figure(figsize=(6.4, 3.8))
     axes = figure.add_subplot()
-    axes.boxplot([by_model[m] for m in models], positions=range(1, len(models) + 1), widths=0.5,
+    axes.boxplot([by_group[g] for g in groups], positions=range(1, len(groups) + 1), widths=0.5,
                  showfliers=False, medianprops={"color": "black"})
-    for position, model in enumerate(models, start=1):
-        values = by_model[model]
+    for position, group in enumerate(groups, start=1):
+        values = by_group[group]
         offsets = [0.0] if len(values) == 1 else [-0.15 + 0.3 * i / (len(values) - 1) for i in range(len(values))]
-        axes.scatter([position + o for o in offsets], values, color=colors[model], zorder=3, s=18)
-    axes.set_xticks(range(1, len(models) + 1), [f"{m}\n(n={len(by_model[m])})" for m in models])
+        axes.scatter([position + o for o in offsets], values, color=colors[group], zorder=3, s=18)
+    crowded = sum(len(g) for g in groups) > 60  # e.g. "augment=diffaugment, train_limit=0.25" x 9: slanted labels
+    labels = [f"{g}{' ' if crowded else chr(10)}(n={len(by_group[g])})" for g in groups]
+    axes.set_xticks(range(1, len(groups) + 1), labels, rotation=30 if crowded else 0, ha="right" if crowded else "center",
+                    fontsize=7 if crowded else None)
     best_word = "lowest" if spec.lower_is_better else "highest"
     axes.set_ylabel(f"best {spec.val_key} ({best_word} over the run)")
     axes.set_title("Best value per run, across trials and seeds")
@@ -191,7 +195,7 @@ def _distribution_figure(results: Sequence[RunResult], spec: MetricSpec, colors:
     _reference_line(axes, reference)
     if reference is not None and reference.val is not None:
         axes.legend(fontsize=7, loc="best")
-    return _svg_image(figure, f"distribution of the best {spec.val_key} per model")
+    return _svg_image(figure, f"distribution of the best {spec.val_key} per {group_noun}")
 
 
 def _budget_figure(budget: dict[str, list[float]], spec: MetricSpec, colors: dict[str, Any]) -> str:
@@ -199,9 +203,8 @@ def _budget_figure(budget: dict[str, list[float]], spec: MetricSpec, colors: dic
 
     figure = Figure(figsize=(6.4, 3.8))
     axes = figure.add_subplot()
-    for model in sorted(budget):
-        curve = budget[model]
-        axes.plot(range(1, len(curve) + 1), curve, "o-", color=colors[model], label=model, markersize=4)
+    for group, curve in budget.items():
+        axes.plot(range(1, len(curve) + 1), curve, "o-", color=colors[group], label=group, markersize=4)
     axes.set_xlabel("number of trials k (runs drawn at random without replacement)")
     axes.set_ylabel(f"expected best {spec.val_key} of k trials")
     axes.set_title("Budget curve (Lucic et al. 2018)")
@@ -212,10 +215,10 @@ def _budget_figure(budget: dict[str, list[float]], spec: MetricSpec, colors: dic
     return _svg_image(figure, "expected best metric against the number of trials")
 
 
-def budget_table(budget: dict[str, list[float]], spec: MetricSpec, fmt: Any) -> Table:
+def budget_table(budget: dict[str, list[float]], spec: MetricSpec, fmt: Any, group_noun: str = "model") -> Table:
     longest = max((len(c) for c in budget.values()), default=0)
-    headers = ["model"] + [f"k={k}" for k in range(1, longest + 1)]
-    rows = [[model] + [fmt(v) for v in budget[model]] + [""] * (longest - len(budget[model])) for model in sorted(budget)]
+    headers = [group_noun] + [f"k={k}" for k in range(1, longest + 1)]
+    rows = [[group] + [fmt(v) for v in curve] + [""] * (longest - len(curve)) for group, curve in budget.items()]
     return Table(headers, rows, numeric_columns=frozenset(range(1, longest + 1)),
                  footnotes=[f"Expected best {spec.val_key} of k runs drawn without replacement, exact from order statistics."])
 
@@ -250,13 +253,17 @@ def render_report(
     reference: Reference | None = None,
     seeds_table: Table | None = None,
     log_y: bool = False,
+    grouping: str = "",
+    group_noun: str = "model",
 ) -> str:
+    """`budget` maps each group (the results' `group`) to its budget curve; `grouping` says how the runs were grouped,
+    and `group_noun` names a group in headings ("model" when the groups are the models)."""
     import matplotlib
 
-    colors = _model_colors([r.run.model for r in results])
+    colors = _group_colors([r.group for r in results])
     with matplotlib.rc_context(PLOT_RC):
         curves = _curve_figures(results, spec, colors, reference, log_y)
-        distribution = _distribution_figure(results, spec, colors, reference)
+        distribution = _distribution_figure(results, spec, colors, reference, group_noun)
         budget_plot = _budget_figure(budget, spec, colors)
     values = [p[2] for r in results for p in r.curve]
     if log_y and not positive(values):
@@ -285,6 +292,7 @@ def render_report(
 {"Lower" if spec.lower_is_better else "Higher"} is better; best is selected on {_escape(spec.val_key)},
 final is {_escape(spec.test_key)} where the run has it.</p>
 <ul class="meta">{protocol_lines}</ul>
+<p class="meta">{_escape(grouping)}</p>
 <h2>Runs</h2>
 <div class="wide">{table_html(table, "runs")}</div>
 {seeds_html}
@@ -292,9 +300,9 @@ final is {_escape(spec.test_key)} where the run has it.</p>
 <h2>Curves</h2>
 <p class="meta">{_escape(scale_note)}</p>
 <div class="plots">{"".join(f"<figure>{c}</figure>" for c in curves)}</div>
-<h2>Best value per model</h2>
+<h2>Best value per {_escape(group_noun)}</h2>
 <div class="plots"><figure>{distribution}</figure><figure>{budget_plot}</figure></div>
-<div class="wide">{table_html(budget_table(budget, spec, fmt), "budget")}</div>
+<div class="wide">{table_html(budget_table(budget, spec, fmt, group_noun), "budget")}</div>
 <h2>Latest samples</h2>
 {_samples_html(results)}
 </body></html>

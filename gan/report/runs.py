@@ -39,6 +39,7 @@ class Run:
     notes: list[str] = field(default_factory=list)
     label: str = ""
     raw_config: dict[str, Any] | None = None  # Hydra's unresolved config (.hydra/config.yaml): what is interpolated
+    sampled_keys: frozenset[str] = frozenset()  # keys a hyperparameter search drew from a range (.hydra/hydra.yaml)
 
     @property
     def model(self) -> str:
@@ -49,6 +50,12 @@ class Run:
     @property
     def data(self) -> str:
         return str(config_value(self.config, "data.name", "?"))
+
+    @property
+    def preset(self) -> str | None:
+        """The scale preset applied (conf/scale/<name>.yaml, or "none"); None for runs from before it was recorded."""
+        value = config_value(self.config, "preset", None)
+        return None if value is None else str(value)
 
     @property
     def seed(self) -> Any:
@@ -198,8 +205,9 @@ def _read_config(path: Path) -> dict[str, Any]:
     return container if isinstance(container, dict) else {}
 
 
-def _read_raw_config(path: Path) -> dict[str, Any] | None:
-    """The composed config before interpolation, which Hydra keeps in `.hydra/config.yaml`; None when unreadable."""
+def _read_hydra_file(path: Path) -> dict[str, Any] | None:
+    """A file Hydra keeps in `.hydra/` (config.yaml: the composed config before interpolation; hydra.yaml: Hydra's own
+    settings), uninterpolated; None when missing or unreadable."""
     if not path.is_file():
         return None
     from omegaconf import OmegaConf
@@ -209,6 +217,15 @@ def _read_raw_config(path: Path) -> dict[str, Any] | None:
     except Exception:  # only a help for the table: a damaged file is ignored
         return None
     return container if isinstance(container, dict) else None
+
+
+def sampled_keys(hydra_settings: dict[str, Any] | None) -> frozenset[str]:
+    """The config keys a hyperparameter search sampled from a range (`hydra.sweeper.params`, e.g.
+    `model.g_lr: tag(log, interval(1e-5, 1e-2))`): values drawn at random, not levels of a factor."""
+    params = config_value(hydra_settings or {}, "hydra.sweeper.params", None)
+    if not isinstance(params, dict):
+        return frozenset()
+    return frozenset(str(key) for key, space in params.items() if "interval(" in str(space))
 
 
 def _read_summary(path: Path, notes: list[str]) -> dict[str, Any] | None:
@@ -247,7 +264,8 @@ def load_run_dir(run_dir: Path) -> Run:
         samples_png=samples.read_bytes() if samples else None,
         samples_name=samples.name if samples else None,
         notes=notes,
-        raw_config=_read_raw_config(run_dir / ".hydra" / "config.yaml"),
+        raw_config=_read_hydra_file(run_dir / ".hydra" / "config.yaml"),
+        sampled_keys=sampled_keys(_read_hydra_file(run_dir / ".hydra" / "hydra.yaml")),
     )
 
 
