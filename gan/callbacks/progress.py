@@ -42,8 +42,10 @@ class GANProgressBar(RichProgressBar):
             return
         if self.train_progress_bar_id is None:
             self._initialize_train_progress_bar_id()
-        self._update(self.train_progress_bar_id, pl_module.g_iter)
-        if pl_module.g_iter % getattr(pl_module, "log_every", 1) == 0:
+        if self.progress is not None:  # the public bar and rich's Progress, not Lightning's private _update
+            self.progress.update(self.train_progress_bar_id, completed=pl_module.g_iter, visible=True)
+            self.refresh()
+        if pl_module.g_iter % pl_module.log_every == 0:
             self._update_metrics(trainer, pl_module)
 
     def get_metrics(self, trainer, pl_module):
