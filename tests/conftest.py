@@ -12,6 +12,7 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
@@ -25,6 +26,37 @@ def compose_config(run_dir: Path, *overrides: str, fast: bool = True):
     """The training config exactly as `python -m gan.run` composes it, with the run directory given."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("train", overrides=[*(FAST if fast else []), *overrides, f"paths.run_dir={run_dir}"])
+
+
+def model_config(model: str, node: str = "", *overrides: str) -> DictConfig:
+    """conf/model/<model>.yaml as a run composes it (on the default data unless `overrides` choose other), or the
+    config of the object under `node` (e.g. "generator"). A test that builds a model or a network directly takes its
+    settings from here, so that the YAML stays the one home of every value (tests/test_settings_home.py)."""
+    cfg = compose_config(Path("unused"), f"model={model}", *overrides, fast=False)
+    return OmegaConf.select(cfg.model, node) if node else cfg.model
+
+
+def model_settings(model: str, node: str = "", *overrides: str) -> dict:
+    """The values of `model_config`, resolved, less Hydra's keys and the objects nested under it (networks,
+    optimisers), which the test builds itself: `GANModule(G, D, None, None, **{**model_settings("gan"), "pack": 2})`."""
+    import gan  # noqa: F401  registers the resolvers the configs use (sum, len)
+
+    settings = OmegaConf.to_container(model_config(model, node, *overrides), resolve=True)
+    return {key: value for key, value in settings.items()
+            if not key.startswith("_") and not (isinstance(value, dict) and "_target_" in value)}
+
+
+@pytest.fixture
+def hydra_run_dir(tmp_path) -> Path:
+    """`tmp_path / "run"` as `python -m gan.run` hands it to train(): Hydra has already made it and written its
+    `.hydra/` record and the job's log there. A test that a failed start leaves no run directory behind needs
+    it to exist first, or it passes whether train() cleans up or not."""
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+        (run / ".hydra" / name).write_text("{}\n")
+    (run / "run.log").write_text("[gan.run][INFO] - composed\n")
+    return run
 
 
 def run_cli(*args: str, cwd: Path, env: dict | None = None, module: str = "gan.run",
@@ -103,3 +135,19 @@ def assert_same(a, b, path=""):
         assert torch.allclose(a.float(), b.float(), rtol=1e-5, atol=1e-6), path
     else:
         assert a == b, path
+
+
+class ImageGeneratorStandIn:
+    """What the image kind calls on a generator (gan.kinds.image.ImageGenerator), for stand-ins that define `sample`."""
+
+    kind, name, g_iter, images_seen, train_seconds = "image", "stand-in", 0, 0, 0.0
+    sampling_options = frozenset()
+
+    def uses_ema(self, ema):
+        return False
+
+    def sampling_context(self):
+        return {}
+
+    def extra_grids(self, generator, size):
+        return {}

@@ -128,10 +128,10 @@ def test_ada_applies_the_configured_transforms_only(tmp_path):
     ("model.ada_kimg=0", "model.ada_kimg"), ("model.ada_transforms=[xflip,zoom]", "model.ada_transforms"),
     ("model.ada_transforms=[]", "model.ada_transforms"),
 ])
-def test_bad_augment_settings_give_a_clear_error(tmp_path, override, match):
+def test_bad_augment_settings_give_a_clear_error(hydra_run_dir, override, match):
     with pytest.raises(UserError, match=match):
-        train(compose_config(tmp_path / "run", *TINY_DCGAN, "model.augment=ada", override))
-    assert not (tmp_path / "run").exists()
+        train(compose_config(hydra_run_dir, *TINY_DCGAN, "model.augment=ada", override))
+    assert not hydra_run_dir.exists()
 
 
 # ---------------------------------------------------------------- what D sees, in every model

@@ -120,11 +120,22 @@ def test_a_real_checkpoint_evaluates_through_the_safe_path(tmp_path, real_run):
 
 def test_a_real_checkpoint_resumes_through_the_safe_path(tmp_path, real_run):
     # In place (the saved config names the run directory), after every other use of the run in this module.
+    last = real_run / "checkpoints" / "last.ckpt"
+    checkpoints = sorted(p.name for p in last.parent.iterdir())
+    # A resume that fails before training leaves the run as it was: its checkpoints are the only copy of its training.
+    with pytest.raises(UserError, match="model.g_lr"):
+        train(OmegaConf.merge(compose_config(real_run, "model.g_lr=fast"), {"resume": str(last)}), ["model.g_lr=fast"])
+    assert sorted(p.name for p in last.parent.iterdir()) == checkpoints
     resumed = run_cli(f"resume={real_run}", "g_iters=6", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert "Restored all states" in resumed.stdout + resumed.stderr
     assert "weights_only" not in resumed.stdout + resumed.stderr  # Lightning's "was not set, defaulting to False"
     assert json.loads((real_run / "summary.json").read_text())["g_iter"] == 6
+    assert not (real_run / ".hydra").exists()  # a resume writes no Hydra record over the one of the run's first command
+    # A run already at its budget stops before its first step.
+    train(OmegaConf.merge(compose_config(real_run, "g_iters=6"), {"resume": str(last)}), ["g_iters=6"])
+    assert json.loads((real_run / "summary.json").read_text())["g_iter"] == 6
+    assert load_run_checkpoint(last)["gan_progress"]["g_iter"] == 6
 
 
 def test_evaluate_and_compare_help(tmp_path):

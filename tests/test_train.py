@@ -129,7 +129,7 @@ def _write_png(path: Path, size=(12, 12)) -> None:
 
 @pytest.mark.parametrize("case", ["image_size", "celeba_missing", "empty_folder", "unreadable_image",
                                   "unknown_loss", "conditional_unlabelled"])
-def test_bad_input_raises_a_clear_error_and_leaves_no_run_directory(tmp_path, case):
+def test_bad_input_raises_a_clear_error_and_leaves_no_run_directory(tmp_path, hydra_run_dir, case):
     folder = tmp_path / "images"
     overrides = {
         "image_size": ["model=dcgan", "data=folder", f"data.root={folder}", "data.image_size=24", "data.batch_size=4"],
@@ -147,10 +147,9 @@ def test_bad_input_raises_a_clear_error_and_leaves_no_run_directory(tmp_path, ca
         (folder / "a" / "broken.png").write_bytes(b"not a png at all")
     expected = {"image_size": "power of two", "celeba_missing": "list_eval_partition", "empty_folder": "no image",
                 "unreadable_image": "broken.png", "unknown_loss": "hinge", "conditional_unlabelled": "labelled"}[case]
-    run = tmp_path / "run"
     with pytest.raises(UserError, match=f"(?i){expected}"):
-        train(compose_config(run, *overrides))
-    assert not run.exists()
+        train(compose_config(hydra_run_dir, *overrides))
+    assert not hydra_run_dir.exists()
 
 
 def test_cli_bad_input_exits_nonzero_with_one_paragraph(tmp_path):
@@ -167,16 +166,17 @@ def test_cli_bad_input_exits_nonzero_with_one_paragraph(tmp_path):
 @pytest.mark.parametrize("override, expected", [
     ("model.g_lr=fast", "model.g_lr must be a positive number, got 'fast'"),
     ("model.betas=[0.5]", "model.betas must be two numbers in [0, 1)"),
+    ("model.betas=[0.5,1.0]", "model.betas must be two numbers in [0, 1)"),
     ("model.n_critic=2.5", "model.n_critic must be a positive integer"),
     ("g_iters=-5", "g_iters must be a positive integer"),
+    ("g_iters=true", "g_iters must be a positive integer"),
     ("callbacks.checkpoint.every_g_iters=0", "callbacks.checkpoint.every_g_iters must be a positive integer"),
     ("callbacks.samples.every_g_iters=x", "callbacks.samples.every_g_iters must be a positive integer"),
     ("data.image_size=abc", "values under `data`: ValueError"),
     ("trainer.max_steps=x", "values under `trainer`"),
 ])
-def test_config_values_are_checked_where_they_enter_naming_the_key(tmp_path, override, expected):
-    run = tmp_path / "run"
+def test_config_values_are_checked_where_they_enter_naming_the_key(hydra_run_dir, override, expected):
     with pytest.raises(UserError) as error:
-        train(compose_config(run, "metrics=none", override))
+        train(compose_config(hydra_run_dir, "metrics=none", override))
     assert expected in str(error.value)
-    assert not run.exists()
+    assert not hydra_run_dir.exists()
