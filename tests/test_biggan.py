@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_same, compose_config, final_state
+from conftest import assert_same, compose_config, final_state, model_settings
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
@@ -17,7 +17,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from gan.errors import UserError
-from gan.metrics.evaluator import generate, truncation_options
+from gan.kinds.image import truncation_options
+from gan.metrics.evaluator import generate
 from gan.models.base import GANModule
 from gan.models.biggan import (
     TRUNCATION_SWEEP,
@@ -39,6 +40,11 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 TINY = ["model=biggan", "data.image_size=8", "data.batch_size=8", "model.latent_dim=8", "model.generator.width=2",
         "model.generator.shared_dim=4", "model.generator.hierarchical=true", "model.discriminator.width=2",
         "model.n_critic=2"]  # the paper's hierarchical latent and 2 D steps, which the digits scale changes
+
+
+def biggan_network(cls, role: str, **given):
+    """BigGAN's G or D with the settings of conf/model/biggan.yaml (on data without a preset), `given` on top."""
+    return cls(**{**model_settings("biggan", role, "data=cifar10"), **given})
 
 
 def spectral(module: nn.Module) -> bool:
@@ -95,7 +101,8 @@ def test_conditional_batch_norm_gains_and_biases_come_from_a_linear_map_of_the_c
 
 def test_each_block_is_conditioned_on_the_shared_class_embedding_and_its_own_z_chunk():
     torch.manual_seed(0)
-    G = BigGANGenerator([1, 16, 16], latent_dim=12, num_classes=10, width=2, shared_dim=6, attention=None)
+    G = biggan_network(BigGANGenerator, "generator", shape=[1, 16, 16], latent_dim=12, num_classes=10, width=2,
+                       shared_dim=6, attention=None)
     z, y = torch.randn(4, 12), torch.tensor([0, 3, 3, 9])
     seen, first = {}, []
     for i, block in enumerate(G.blocks):
@@ -110,8 +117,8 @@ def test_each_block_is_conditioned_on_the_shared_class_embedding_and_its_own_z_c
         assert torch.equal(seen[(i, "bn1")], expected) and torch.equal(seen[(i, "bn2")], expected)
     assert seen[(0, "bn1")].shape == (4, 10) and G.blocks[0].bn1.gain.in_features == 10
     # the reference's CIFAR-10 conditioning: one-hot classes, z to the input layer only
-    flat = BigGANGenerator([1, 16, 16], latent_dim=12, num_classes=10, width=2, shared_dim=0, hierarchical=False,
-                           attention=None)
+    flat = biggan_network(BigGANGenerator, "generator", shape=[1, 16, 16], latent_dim=12, num_classes=10, width=2,
+                          shared_dim=0, hierarchical=False, attention=None)
     assert flat.shared is None and flat.linear.in_features == 12 and flat.blocks[0].bn1.gain.in_features == 10
     z0, conditions = flat.conditions(z, y)
     assert torch.equal(z0, z) and all(torch.equal(c, F.one_hot(y, 10).float()) for c in conditions)
@@ -135,8 +142,9 @@ def test_self_attention_keeps_the_shape_and_is_gated_by_gamma():
 
 
 def test_spectral_norm_is_on_every_layer_of_g_and_d_but_the_shared_embedding():
-    G = BigGANGenerator([1, 16, 16], latent_dim=12, num_classes=10, width=2, shared_dim=6, attention=8)
-    D = BigGANDiscriminator([1, 16, 16], num_classes=10, width=2, attention=8)
+    G = biggan_network(BigGANGenerator, "generator", shape=[1, 16, 16], latent_dim=12, num_classes=10, width=2,
+                       shared_dim=6, attention=8)
+    D = biggan_network(BigGANDiscriminator, "discriminator", shape=[1, 16, 16], num_classes=10, width=2, attention=8)
     g_layers = [m for m in G.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     d_layers = [m for m in D.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding))]
     assert len(g_layers) == 1 + 2 * 7 + 4 + 1 and all(spectral(m) for m in g_layers)  # input, blocks, attention, out
@@ -147,8 +155,9 @@ def test_spectral_norm_is_on_every_layer_of_g_and_d_but_the_shared_embedding():
 
 @pytest.mark.slow  # ~10 s: 158M parameters
 def test_the_reference_128px_networks_have_its_parameter_counts():
-    G = BigGANGenerator([3, 128, 128], num_classes=1000, init="N02")  # orthogonal init of these takes ~30 s
-    D = BigGANDiscriminator([3, 128, 128], num_classes=1000, init="N02")
+    # conf/model/biggan.yaml's networks at 128 px; N(0, 0.02) init: the orthogonal one of these takes ~30 s
+    G = biggan_network(BigGANGenerator, "generator", shape=[3, 128, 128], num_classes=1000, init="N02")
+    D = biggan_network(BigGANDiscriminator, "discriminator", shape=[3, 128, 128], num_classes=1000, init="N02")
     assert sum(p.numel() for p in G.parameters()) == 70_433_988  # BigGAN-PyTorch's count for its 128x128 model
     assert sum(p.numel() for p in D.parameters()) == 87_982_370
     assert G.chunk == 20 and G.attention_at == 3 and D.attention_at == 0  # z 120 = 6 x 20; attention at 64x64
@@ -284,17 +293,17 @@ def test_stopped_and_resumed_across_the_ema_start_ends_like_an_uninterrupted_run
     ("model.ema_start=-5", "model.ema_start"),
     ("+model.ortho=1", "It accepts: generator, .*ortho_weight"),
 ])
-def test_bad_values_give_a_clear_error(tmp_path, override, match):
+def test_bad_values_give_a_clear_error(hydra_run_dir, override, match):
     with pytest.raises(UserError, match=match):
-        train(compose_config(tmp_path / "run", *TINY, override))
-    assert not (tmp_path / "run").exists()
+        train(compose_config(hydra_run_dir, *TINY, override))
+    assert not hydra_run_dir.exists()
 
 
 def test_unlabelled_data_is_refused():
     with pytest.raises(UserError, match="needs labelled data"):
-        BigGANGenerator([1, 16, 16], num_classes=None)
+        biggan_network(BigGANGenerator, "generator", shape=[1, 16, 16], num_classes=None)
     with pytest.raises(UserError, match="needs labelled data"):
-        BigGANDiscriminator([1, 16, 16], num_classes=None)
+        biggan_network(BigGANDiscriminator, "discriminator", shape=[1, 16, 16], num_classes=None)
 
 
 def test_bad_truncation_values_give_a_clear_error(tmp_path):

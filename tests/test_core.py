@@ -24,7 +24,7 @@ class Scalars(AdversarialModule):
     that with SGD every update is w -= lr * d(loss)/dw and can be written down by hand."""
 
     def __init__(self, players: dict[str, tuple], phases: list[dict]):
-        super().__init__(log_every=1)
+        super().__init__(seed=0, log_every=1, compile=False, channels_last=False)
         for name in players:
             setattr(self, name, nn.Linear(1, 1, bias=False))
             nn.init.zeros_(getattr(self, name).weight)
@@ -128,8 +128,10 @@ class FourPlayers(AdversarialModule):
     """CycleGAN-shaped toy on 2-D points: maps a->b and b->a, each judged by a critic, with a cycle term.
     Critic `d_a` takes two steps per iteration, `d_b` one every other iteration, `g_ba` is regularised lazily."""
 
+    kind = "image"  # its samples (G_ab of noise) are scored and shown as any generator's
+
     def __init__(self, name: str = "four_players", seed: int = 0, log_every: int = 1):
-        super().__init__(seed=seed, log_every=log_every)
+        super().__init__(seed=seed, log_every=log_every, compile=False, channels_last=False)
         self.name = name
         torch.manual_seed(seed)
         self.g_ab, self.g_ba = nn.Linear(2, 2), nn.Linear(2, 2)

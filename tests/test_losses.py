@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import model_settings
 from gan.errors import UserError
 from gan.losses import LOSSES, REGULARIZERS, get_loss, get_regularizer
 from gan.models.base import GANModule
@@ -117,8 +118,8 @@ class LinearD(nn.Module):
 def test_with_packing_the_penalty_uses_the_gradient_of_the_packed_input(regularizer):
     """PacGAN's D sees m samples as one input; its Lipschitz constant is with respect to that input."""
     w = torch.tensor([1.0, 2.0, 2.0, 4.0])  # packed norm 5; per-sample parts have norms sqrt(5), sqrt(20)
-    module = GANModule(nn.Identity(), LinearD(w), None, None, latent_dim=2, regularizer=regularizer,
-                       reg_weight=2.0, pack=2)
+    settings = {**model_settings("gan"), "latent_dim": 2, "regularizer": regularizer, "reg_weight": 2.0, "pack": 2}
+    module = GANModule(nn.Identity(), LinearD(w), None, None, **settings)
     value = module.regularization(torch.randn(8, 2), None, torch.randn(8, 2))
     expected = (5 - 1) ** 2 if regularizer == "gp" else 0.5 * 25
     assert value.item() == pytest.approx(2.0 * expected)

@@ -3,15 +3,42 @@ ranges from 8-px digits up, parameter counts of the reference implementations at
 connections and dropout, the PatchGAN's receptive field, StarGAN's domain input, and bad input."""
 from __future__ import annotations
 
+import functools
+import inspect
+
 import pytest
 import torch
 from torch import nn
 
+from conftest import model_settings
 from gan.errors import UserError
 from gan.nets.patchgan import PatchGANDiscriminator
 from gan.nets.stargan import StarGANDiscriminator, StarGANGenerator
 from gan.nets.translation_resnet import TranslationResNetGenerator
 from gan.nets.unet import UNetGenerator
+
+PAPER_DATA = {"pix2pix": "aligned", "cyclegan": "unaligned", "stargan": "celeba_attributes"}  # 256, 256, 128 px
+
+
+@functools.cache
+def yaml_settings(model: str, role: str) -> dict:
+    return model_settings(model, role, f"data={PAPER_DATA[model]}")
+
+
+def network(cls, model: str, role: str, *args, **given) -> nn.Module:
+    """`cls` as conf/model/<model>.yaml builds it under `role` on the paper's data (pix2pix: aligned 256 px photos,
+    CycleGAN: unaligned 256 px, StarGAN: CelebA's 5 attributes at 128 px), with the arguments given on top."""
+    positional = list(inspect.signature(cls).parameters)[:len(args)]
+    settings = {key: value for key, value in yaml_settings(model, role).items() if key not in positional}
+    return cls(*args, **{**settings, **given})
+
+
+unet = functools.partial(network, UNetGenerator, "pix2pix", "generator")
+patchgan = functools.partial(network, PatchGANDiscriminator, "pix2pix", "discriminator")  # batch norm
+cyclegan_patchgan = functools.partial(network, PatchGANDiscriminator, "cyclegan", "d_a")  # instance norm
+resnet_generator = functools.partial(network, TranslationResNetGenerator, "cyclegan", "g_ab")
+stargan_generator = functools.partial(network, StarGANGenerator, "stargan", "generator")
+stargan_discriminator = functools.partial(network, StarGANDiscriminator, "stargan", "discriminator")
 
 
 def images(channels: int, size: int, n: int = 2) -> torch.Tensor:
@@ -31,9 +58,9 @@ def test_generators_keep_the_image_shape_in_tanh_range(size, channels):
     x = images(channels, size)
     domains = torch.tensor([[1.0, 0, 0, 1, 0], [0, 1, 0, 0, 1]])
     outputs = {
-        "unet": UNetGenerator(channels, channels, size, width=8)(x),
-        "resnet": TranslationResNetGenerator(channels, channels, size, width=8)(x),
-        "stargan": StarGANGenerator(channels, 5, size, width=8, n_blocks=2)(x, domains),
+        "unet": unet(channels, channels, size, width=8)(x),
+        "resnet": resnet_generator(channels, channels, size, width=8)(x),
+        "stargan": stargan_generator(channels, 5, size, width=8, n_blocks=2)(x, domains),
     }
     for name, y in outputs.items():
         assert y.shape == x.shape, name
@@ -44,15 +71,15 @@ def test_generators_keep_the_image_shape_in_tanh_range(size, channels):
 def test_generators_map_between_channel_counts(size):
     """pix2pix maps e.g. grey edges to colour photos."""
     x = images(1, size)
-    assert UNetGenerator(1, 3, size, width=8)(x).shape == (2, 3, size, size)
-    assert TranslationResNetGenerator(1, 3, size, width=8)(x).shape == (2, 3, size, size)
+    assert unet(1, 3, size, width=8)(x).shape == (2, 3, size, size)
+    assert resnet_generator(1, 3, size, width=8)(x).shape == (2, 3, size, size)
 
 
 @pytest.mark.parametrize("size, n_layers, side", [(8, 1, 2), (16, 2, 2), (32, 3, 2), (64, 3, 6)])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_patchgan_gives_a_logit_map_with_as_many_layers_as_fit(size, n_layers, side, channels):
     pair = torch.cat([images(channels, size), images(channels, size)], dim=1)
-    discriminator = PatchGANDiscriminator(2 * channels, size, width=8)
+    discriminator = patchgan(2 * channels, size, width=8)
     assert discriminator.n_layers == n_layers
     assert discriminator(pair).shape == (2, 1, side, side)
 
@@ -60,7 +87,7 @@ def test_patchgan_gives_a_logit_map_with_as_many_layers_as_fit(size, n_layers, s
 @pytest.mark.parametrize("size, n_down, side", [(8, 3, 1), (16, 4, 1), (32, 5, 1), (128, 6, 2)])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_stargan_discriminator_gives_a_real_fake_map_and_domain_logits(size, n_down, side, channels):
-    discriminator = StarGANDiscriminator(channels, 5, size, width=4)
+    discriminator = stargan_discriminator(channels, 5, size, width=4)
     assert discriminator.n_down == n_down
     out_src, out_cls = discriminator(images(channels, size))
     assert out_src.shape == (2, 1, side, side)
@@ -75,13 +102,13 @@ def test_stargan_discriminator_gives_a_real_fake_map_and_domain_logits(size, n_d
 # drops conv biases; CycleGAN's instance-norm networks keep them. yunjey/stargan prints "The number of parameters:
 # 8430528" (G) and "44762048" (D, 128 px, 5 CelebA attributes). The exact counts are those of the reference code.
 REFERENCE_COUNTS = [
-    ("pix2pix unet_256", lambda: UNetGenerator(3, 3, 256), 54_413_955),
-    ("pix2pix basic D", lambda: PatchGANDiscriminator(6, 256), 2_768_705),
-    ("CycleGAN resnet_9blocks", lambda: TranslationResNetGenerator(3, 3, 256), 11_378_179),
-    ("CycleGAN resnet_6blocks at 128 px", lambda: TranslationResNetGenerator(3, 3, 128), 7_837_699),
-    ("CycleGAN basic D", lambda: PatchGANDiscriminator(3, 256, norm="instance"), 2_764_737),
-    ("StarGAN G", lambda: StarGANGenerator(3, 5, 128), 8_430_528),
-    ("StarGAN D", lambda: StarGANDiscriminator(3, 5, 128), 44_762_048),
+    ("pix2pix unet_256", unet, 54_413_955),
+    ("pix2pix basic D", patchgan, 2_768_705),
+    ("CycleGAN resnet_9blocks", resnet_generator, 11_378_179),
+    ("CycleGAN resnet_6blocks at 128 px", lambda: resnet_generator(image_size=128), 7_837_699),
+    ("CycleGAN basic D", cyclegan_patchgan, 2_764_737),
+    ("StarGAN G", stargan_generator, 8_430_528),
+    ("StarGAN D", stargan_discriminator, 44_762_048),
 ]
 
 
@@ -99,7 +126,7 @@ def test_unet_skip_connections_carry_local_detail_past_the_bottleneck():
     """With the 1x1 code held fixed, a change of the top-left pixel still reaches the output through the skip
     connections, and only nearby: the bottom-right pixel depends on it through the code alone. (Double precision:
     the N(0, 0.02) initial weights shrink changes to 1e-7 through the skips and 1e-10 through the code.)"""
-    generator = UNetGenerator(1, 1, 16, width=8).double().eval()
+    generator = unet(1, 1, 16, width=8).double().eval()
     x = images(1, 16, n=1).double()
     touched = x.clone()
     touched[..., 0, 0] += 1.0
@@ -122,13 +149,13 @@ def test_unet_skip_connections_carry_local_detail_past_the_bottleneck():
 @pytest.mark.parametrize("size, blocks", [(8, 2), (16, 3), (256, 3)])
 def test_unet_dropout_sits_in_the_innermost_decoder_blocks(size, blocks):
     with torch.device("meta"):
-        generator = UNetGenerator(1, 1, size)
+        generator = unet(1, 1, size)
     with_dropout = [i for i, up in enumerate(generator.decoder) if any(isinstance(m, nn.Dropout) for m in up)]
     assert with_dropout == list(range(blocks))
 
 
 def test_unet_dropout_is_noise_in_training_and_kept_on_for_pix2pix_sampling():
-    generator = UNetGenerator(1, 1, 16, width=8)
+    generator = unet(1, 1, 16, width=8)
     x = images(1, 16, n=4)
     assert not torch.equal(generator(x), generator(x))
     generator.eval()
@@ -138,7 +165,7 @@ def test_unet_dropout_is_noise_in_training_and_kept_on_for_pix2pix_sampling():
             module.train()
     assert not torch.equal(generator(x), generator(x))
 
-    deterministic = UNetGenerator(1, 1, 16, width=8, dropout=0.0)
+    deterministic = unet(1, 1, 16, width=8, dropout=0.0)
     assert not any(isinstance(m, nn.Dropout) for m in deterministic.modules())
     assert torch.equal(deterministic(x), deterministic(x))
 
@@ -157,13 +184,13 @@ def measured_receptive_field(discriminator: nn.Module, size: int) -> int:
 
 @pytest.mark.parametrize("size, n_layers, patch", [(128, 3, 70), (64, 2, 34), (32, 1, 16)])
 def test_patchgan_judges_patches_of_the_documented_size(size, n_layers, patch):
-    discriminator = PatchGANDiscriminator(2, size, width=4, n_layers=n_layers)
+    discriminator = patchgan(2, size, width=4, n_layers=n_layers)
     assert discriminator.receptive_field == patch
     assert measured_receptive_field(discriminator, size) == patch
 
 
 def test_patchgan_spectral_norm_acts_on_every_convolution_instead_of_feature_norm():
-    discriminator = PatchGANDiscriminator(2, 16, width=8, norm="spectral")
+    discriminator = patchgan(2, 16, width=8, norm="spectral")
     convolutions = [m for m in discriminator.modules() if isinstance(m, nn.Conv2d)]
     assert len(convolutions) == discriminator.n_layers + 2
     assert all(hasattr(conv, "parametrizations") for conv in convolutions)
@@ -176,20 +203,20 @@ def test_patchgan_spectral_norm_acts_on_every_convolution_instead_of_feature_nor
 
 @pytest.mark.parametrize("size, requested, used", [(8, 2, 2), (8, 3, 2), (10, 2, 1), (9, 2, 0), (16, 1, 1)])
 def test_resnet_generator_down_samples_only_as_far_as_the_image_halves_to_2x2(size, requested, used):
-    generator = TranslationResNetGenerator(1, 1, size, width=4, n_down=requested)
+    generator = resnet_generator(1, 1, size, width=4, n_down=requested)
     assert generator.n_down == used
     assert generator(images(1, size)).shape == (2, 1, size, size)
 
 
 def test_resnet_generator_uses_nine_blocks_from_256_px_and_six_below():
     with torch.device("meta"):
-        assert TranslationResNetGenerator(3, 3, 256).n_blocks == 9
-        assert TranslationResNetGenerator(3, 3, 128).n_blocks == 6
-        assert TranslationResNetGenerator(3, 3, 256, n_blocks=6).n_blocks == 6
+        assert resnet_generator(3, 3, 256).n_blocks == 9
+        assert resnet_generator(3, 3, 128).n_blocks == 6
+        assert resnet_generator(3, 3, 256, n_blocks=6).n_blocks == 6
 
 
 def test_stargan_generator_translates_to_the_requested_domain():
-    generator = StarGANGenerator(1, 3, 16, width=8, n_blocks=1).eval()
+    generator = stargan_generator(1, 3, 16, width=8, n_blocks=1).eval()
     x = images(1, 16, n=1)
     to_first, to_second = generator(x, torch.tensor([[1.0, 0, 0]])), generator(x, torch.tensor([[0.0, 1, 0]]))
     assert (to_first - to_second).abs().max() > 1e-4
@@ -199,14 +226,14 @@ def test_stargan_generator_translates_to_the_requested_domain():
 
 
 @pytest.mark.parametrize("build, message", [
-    (lambda: UNetGenerator(3, 3, 24), "power of two of at least 8, but data.image_size=24"),
-    (lambda: UNetGenerator(3, 3, 4), "data.image_size=4"),
-    (lambda: UNetGenerator(3, 3, 16, norm="layer"), "model.generator.norm='layer'"),
-    (lambda: PatchGANDiscriminator(6, 4), "at least 8 pixels"),
-    (lambda: PatchGANDiscriminator(6, 16, norm="group"), "model.discriminator.norm='group'"),
-    (lambda: TranslationResNetGenerator(3, 3, 16, norm="spectral"), "model.generator.norm='spectral'"),
-    (lambda: StarGANGenerator(3, 5, 6), "data.image_size=6"),
-    (lambda: StarGANDiscriminator(3, 5, 6), "data.image_size=6"),
+    (lambda: unet(3, 3, 24), "power of two of at least 8, but data.image_size=24"),
+    (lambda: unet(3, 3, 4), "data.image_size=4"),
+    (lambda: unet(3, 3, 16, norm="layer"), "model.generator.norm='layer'"),
+    (lambda: patchgan(6, 4), "at least 8 pixels"),
+    (lambda: patchgan(6, 16, norm="group"), "model.discriminator.norm='group'"),
+    (lambda: resnet_generator(3, 3, 16, norm="spectral"), "model.generator.norm='spectral'"),
+    (lambda: stargan_generator(3, 5, 6), "data.image_size=6"),
+    (lambda: stargan_discriminator(3, 5, 6), "data.image_size=6"),
 ])
 def test_unsupported_settings_are_user_errors(build, message):
     with pytest.raises(UserError, match=message):

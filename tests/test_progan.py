@@ -72,7 +72,7 @@ def test_minibatch_stddev_appends_the_average_standard_deviation_over_the_group(
 def test_fade_in_at_alpha_0_and_1_equals_the_lower_and_the_higher_resolution_path():
     torch.manual_seed(0)
     G = ProGANGenerator([1, 16, 16], latent_dim=8, channel_base=64, channel_max=8)
-    D = ProGANDiscriminator([1, 16, 16], channel_base=64, channel_max=8)
+    D = ProGANDiscriminator([1, 16, 16], channel_base=64, channel_max=8, mbstd_group=4)
     z, x = torch.randn(4, 8), torch.randn(4, 1, 16, 16)
     lower, higher = G(z, level=1), G(z, level=2)
     assert lower.shape == (4, 1, 8, 8) and higher.shape == (4, 1, 16, 16) and torch.equal(G(z), higher)
@@ -207,14 +207,14 @@ def test_killed_during_a_fade_in_and_resumed_ends_like_an_uninterrupted_run(tmp_
     ("model.discriminator.shape=[1,16,16]", "discriminator through 3"),
     ("+model.fade_image=5", "It accepts: generator, .*fade_images"),
 ])
-def test_bad_values_give_a_clear_error(tmp_path, override, match):
+def test_bad_values_give_a_clear_error(hydra_run_dir, override, match):
     with pytest.raises(UserError, match=match):
-        train(compose_config(tmp_path / "run", *TINY, override))
-    assert not (tmp_path / "run").exists()
+        train(compose_config(hydra_run_dir, *TINY, override))
+    assert not hydra_run_dir.exists()
 
 
 def test_images_that_cannot_grow_from_4x4_are_refused():
     with pytest.raises(UserError, match="power of two"):
-        ProGANGenerator([1, 12, 12])
+        ProGANGenerator([1, 12, 12], latent_dim=8, channel_base=64, channel_max=8)
     with pytest.raises(UserError, match="power of two"):
-        ProGANDiscriminator([3, 32, 16])
+        ProGANDiscriminator([3, 32, 16], channel_base=64, channel_max=8, mbstd_group=4)

@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import assert_same, compose_config, final_state, kill_and_resume
+from conftest import assert_same, compose_config, final_state, kill_and_resume, model_settings
 from gan.errors import UserError
 from gan.evaluate import main as evaluate_main
 from gan.metrics.ppl import lpips_distance, perceptual_path_length, slerp
@@ -35,6 +35,11 @@ def tiny(run, model: str, *overrides: str):
     return compose_config(run, f"model={model}", *TINY, *overrides)
 
 
+def stylegan2_network(cls, role: str, **given):
+    """StyleGAN2's G or D with the settings of conf/model/stylegan2.yaml (on data without a preset), `given` on top."""
+    return cls(**{**model_settings("stylegan2", role, "data=cifar10"), **given})
+
+
 # ---------------------------------------------------------------- the networks against hand computation
 
 
@@ -52,7 +57,8 @@ def test_demodulated_weights_have_unit_norm_per_output_channel_and_the_fast_conv
 
 def test_equalised_lr_mapping_layers_move_at_0_01_of_the_learning_rate():
     torch.manual_seed(0)
-    G = StyleGenerator([1, 8, 8], latent_dim=256, w_dim=256, mapping_lr_mul=0.01, channel_base=64, channel_max=8)
+    G = stylegan2_network(StyleGenerator, "generator", shape=[1, 8, 8], latent_dim=256, w_dim=256, channel_base=64,
+                          channel_max=8)  # the mapping network of the YAML: 8 layers at 0.01x the learning rate
     layers = list(G.mapping.net)
     assert len(layers) == 8 and all(m.lr_mul == 0.01 for m in layers)
     assert layers[0].effective_weight().std().item() == pytest.approx(1 / math.sqrt(256), rel=0.02)  # He init
@@ -86,7 +92,8 @@ def test_upsampling_is_bilinear_inside_the_image():
 
 @pytest.mark.parametrize("synthesis", ["adain", "modulated"])
 def test_generators_take_two_styles_per_resolution(synthesis):
-    G = StyleGenerator([3, 16, 16], latent_dim=8, w_dim=8, channel_base=64, channel_max=8, synthesis=synthesis)
+    G = stylegan2_network(StyleGenerator, "generator", shape=[3, 16, 16], latent_dim=8, w_dim=8, channel_base=64,
+                          channel_max=8, synthesis=synthesis)
     assert G.num_ws == 6 and G(torch.randn(2, 8)).shape == (2, 3, 16, 16)
     ws = G.mapping(torch.randn(2, 8))
     noise = G.synthesis.draw_noise(2, torch.Generator().manual_seed(0))
@@ -95,7 +102,8 @@ def test_generators_take_two_styles_per_resolution(synthesis):
         changed = ws.clone()
         changed[:, layer] += 1
         assert not torch.allclose(G.synthesis(changed, noise), base)
-    D = StyleDiscriminator([3, 16, 16], 64, 8, architecture="resnet" if synthesis == "modulated" else "orig")
+    D = stylegan2_network(StyleDiscriminator, "discriminator", shape=[3, 16, 16], channel_base=64, channel_max=8,
+                          architecture="resnet" if synthesis == "modulated" else "orig")
     assert D(base).shape == (2,)
 
 
@@ -104,7 +112,8 @@ def test_generators_take_two_styles_per_resolution(synthesis):
 
 def test_truncation_psi_1_equals_no_truncation_and_psi_0_gives_the_mean_w_up_to_the_cutoff():
     torch.manual_seed(0)
-    mapping = StyleGenerator([1, 8, 8], latent_dim=8, w_dim=8, channel_base=64, channel_max=8).mapping
+    mapping = stylegan2_network(StyleGenerator, "generator", shape=[1, 8, 8], latent_dim=8, w_dim=8, channel_base=64,
+                                channel_max=8).mapping
     mapping.w_avg.copy_(torch.randn(8))
     z = torch.randn(5, 8)
     w = mapping.net(z * z.square().mean(dim=1, keepdim=True).rsqrt())  # by hand, no truncation
@@ -304,10 +313,10 @@ def test_ppl_of_a_linear_generator_matches_its_closed_form():
     ("model.generator.channel_base=4", "channel_base"),
     ("model.latent_dim=0", "model.latent_dim"),
 ])
-def test_bad_values_give_a_clear_error(tmp_path, override, match):
+def test_bad_values_give_a_clear_error(hydra_run_dir, override, match):
     with pytest.raises(UserError, match=match):
-        train(tiny(tmp_path / "run", "stylegan2", override))
-    assert not (tmp_path / "run").exists()
+        train(tiny(hydra_run_dir, "stylegan2", override))
+    assert not hydra_run_dir.exists()
 
 
 @pytest.mark.parametrize("options,match", [({"truncation_psi": "high"}, "number"),

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import assert_same, compose_config, final_state, kill_and_resume
+from conftest import assert_same, compose_config, final_state, kill_and_resume, model_settings
 from gan.data.oracle import OracleDataModule
 from gan.errors import UserError
 from gan.metrics.backbone import resolve_backbone
@@ -129,7 +129,7 @@ def test_reinforce_with_rollouts_raises_the_probability_of_the_rewarded_token():
 
 
 def test_rollout_rewards_of_a_finished_prefix_are_exact():
-    net = LSTMGenerator(vocab_size=4, seq_len=3)
+    net = LSTMGenerator(vocab_size=4, seq_len=3, embed_dim=32, hidden_dim=32, init_std=0.1)
     tokens = torch.tensor([[1, 2, 3]])
     first_token = lambda tokens: (tokens[:, 0] == 1).float()  # noqa: E731 (known once token 1 is given)
     rewards = mc_rewards(tokens, net, first_token, 5, lambda n, s: torch.rand(n, s))
@@ -145,9 +145,10 @@ def test_discounted_returns_and_the_moving_average_baseline_follow_their_definit
 
 def test_scratchgan_step_uses_and_updates_its_baseline():
     torch.manual_seed(0)
-    G = LSTMGenerator(vocab_size=6, seq_len=4, embed_dim=4, hidden_dim=8)
-    D = LSTMDiscriminator(vocab_size=6, seq_len=4, embed_dim=4, hidden_dim=8)
-    module = ScratchGAN(G, D, torch.optim.Adam, torch.optim.Adam, discount=0.5, baseline_decay=0.8)
+    G = LSTMGenerator(vocab_size=6, seq_len=4, embed_dim=4, hidden_dim=8, init_std=0.1)
+    D = LSTMDiscriminator(vocab_size=6, seq_len=4, embed_dim=4, hidden_dim=8, dropout=0.1)
+    module = ScratchGAN(G, D, torch.optim.Adam, torch.optim.Adam,
+                        **{**model_settings("scratchgan"), "discount": 0.5, "baseline_decay": 0.8})
     module.baseline.fill_(0.3)
     state = module.rng.get_state()
     loss = module.generator_loss({"tokens": torch.zeros(16, 4, dtype=torch.long)})

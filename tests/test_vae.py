@@ -12,7 +12,7 @@ from PIL import Image
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
-from conftest import assert_same, compose_config, final_state, kill_and_resume
+from conftest import assert_same, compose_config, final_state, kill_and_resume, model_settings
 from gan.errors import UserError
 from gan.evaluate import main as evaluate_main
 from gan.models.vae import VAE, log_mean_exp, reparameterize
@@ -45,8 +45,8 @@ class LinearDecoder(nn.Module):
 
 def tiny_vae(likelihood: str, **kwargs) -> VAE:
     torch.manual_seed(0)
-    vae = VAE(LinearEncoder(), LinearDecoder(), partial(torch.optim.Adam), LATENT, likelihood=likelihood, seed=3,
-              **kwargs)
+    vae = VAE(LinearEncoder(), LinearDecoder(), partial(torch.optim.Adam),
+              **{**model_settings("vae"), "latent_dim": LATENT, "likelihood": likelihood, "seed": 3, **kwargs})
     with torch.no_grad():
         for p in vae.parameters():
             p.normal_(0, 0.7)  # far from an identity map: the terms are of different sizes
@@ -198,11 +198,11 @@ def test_evaluation_reports_the_bounds_beside_the_sample_metrics(tmp_path, capsy
     ("model.encoder.norm=group", "model.encoder.norm='group'"),
     ("+model.beta=4", "Unknown key 'beta'.*kl_weight"),
 ])
-def test_bad_values_give_a_clear_error(tmp_path, override, match):
+def test_bad_values_give_a_clear_error(hydra_run_dir, override, match):
     overrides = [*TINY, override] + (["model.likelihood=gaussian"] if "gaussian_std" in override else [])
     with pytest.raises(UserError, match=match):
-        train(compose_config(tmp_path / "run", *overrides))
-    assert not (tmp_path / "run").exists()
+        train(compose_config(hydra_run_dir, *overrides))
+    assert not hydra_run_dir.exists()
 
 
 @pytest.mark.slow

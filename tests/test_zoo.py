@@ -10,7 +10,7 @@ import torch
 from hydra.utils import instantiate
 from PIL import Image
 
-from conftest import CONF, compose_config
+from conftest import CONF, compose_config, model_settings
 from gan.errors import UserError
 from gan.models.acgan import ACGAN
 from gan.models.wgan import WGAN
@@ -102,9 +102,10 @@ def test_wgan_clips_every_critic_weight_and_uses_rmsprop(tmp_path):
 def test_acgan_trains_the_auxiliary_classifier_on_real_and_fake():
     torch.manual_seed(0)
     G = generator("mlp", [2], latent_dim=4, num_classes=3, conditioning="acgan", mlp={"hidden": 16, "depth": 1})
-    D = discriminator("mlp", [2], norm="none", num_classes=3, conditioning="acgan", mlp={"hidden": 16, "depth": 1})
-    module = ACGAN(generator=G, discriminator=D, g_optimizer=None, d_optimizer=None, latent_dim=4, num_classes=3,
-                   conditioning="acgan", loss="non_saturating")
+    D = discriminator("mlp", [2], norm="none", pack=1, num_classes=3, conditioning="acgan",
+                      mlp={"hidden": 16, "depth": 1})
+    module = ACGAN(generator=G, discriminator=D, g_optimizer=None, d_optimizer=None,
+                   **{**model_settings("acgan"), "latent_dim": 4, "num_classes": 3})
     real, fake = torch.randn(6, 2), torch.randn(6, 2)
     y_real, y_fake = torch.tensor([0, 1, 2, 0, 1, 2]), torch.tensor([2, 2, 1, 1, 0, 0])
     d_adv, c_real = D(real, y_real, return_class_logits=True)
@@ -120,7 +121,8 @@ def test_acgan_trains_the_auxiliary_classifier_on_real_and_fake():
 def test_spectral_norm_bounds_the_largest_singular_value_of_every_layer(arch):
     torch.manual_seed(0)
     shape = [2] if arch == "mlp" else [3, 16, 16]
-    D = discriminator(arch, shape, norm="spectral", **{arch: {"hidden": 32} if arch == "mlp" else {"width": 8}})
+    D = discriminator(arch, shape, norm="spectral", pack=1, num_classes=None, conditioning="none",
+                      **{arch: {"hidden": 32, "depth": 3} if arch == "mlp" else {"width": 8}})
     layers = [m for m in D.modules() if hasattr(m, "parametrizations")]
     assert len(layers) >= 3
     with torch.no_grad():
@@ -136,7 +138,8 @@ def test_spectral_norm_bounds_the_largest_singular_value_of_every_layer(arch):
 
 def test_spectrally_normalised_mlp_critic_is_1_lipschitz():
     torch.manual_seed(0)
-    D = discriminator("mlp", [2], norm="spectral", mlp={"hidden": 64})
+    D = discriminator("mlp", [2], norm="spectral", pack=1, num_classes=None, conditioning="none",
+                      mlp={"hidden": 64, "depth": 3})
     for _ in range(30):
         D(torch.randn(8, 2))
     D.eval()
@@ -148,14 +151,16 @@ def test_spectrally_normalised_mlp_critic_is_1_lipschitz():
 @pytest.mark.parametrize("arch,size,published", [("resnet", 32, (4_276_739, 1_053_825)),
                                                  ("cnn", 32, None), ("resnet", 8, None), ("cnn", 64, None)])
 def test_architectures_read_image_size_and_channels_from_the_data(arch, size, published):
+    # every architecture's settings as model=sngan gives them (conf/model/_arch.yaml: the published widths)
+    g_settings, d_settings = (model_settings("sngan", role, "data=cifar10") for role in ("generator", "discriminator"))
     for channels in (1, 3):
-        G = generator(arch, [channels, size, size], latent_dim=128)
-        D = discriminator(arch, [channels, size, size], norm="spectral", pack=2)
+        G = generator(**{**g_settings, "arch": arch, "shape": [channels, size, size]})
+        D = discriminator(**{**d_settings, "arch": arch, "shape": [channels, size, size], "pack": 2})
         x = G(torch.randn(4, 128))
         assert x.shape == (4, channels, size, size) and x.abs().max() <= 1
         assert D(x.reshape(2, 2 * channels, size, size)).shape == (2,)  # packed: 2 samples per D input
     if published:  # SNGAN's CIFAR-10 ResNet: 4.3M (G) and 1.0M (D) parameters, as in Mimicry
-        D = discriminator(arch, [3, size, size], norm="spectral")
+        D = discriminator(**{**d_settings, "arch": arch, "shape": [3, size, size]})
         assert (sum(p.numel() for p in G.parameters()), sum(p.numel() for p in D.parameters())) == published
 
 
@@ -276,9 +281,9 @@ def test_lr_decay_is_one_option_of_every_gan(tmp_path):
 
 @pytest.mark.parametrize("override,match", [("+model.n_critc=5", "n_critic"), ("model.g_lr=fast", "model.g_lr"),
                                             ("model.betas=[0.5]", "model.betas"), ("model.n_critic=0", "model.n_critic")])
-def test_misspelt_or_mistyped_model_keys_are_named(tmp_path, override, match):
+def test_misspelt_or_mistyped_model_keys_are_named(hydra_run_dir, override, match):
     with pytest.raises(UserError, match=match) as excinfo:
-        train(compose_config(tmp_path / "run", "model=dcgan", *DIGITS, override))
-    assert not (tmp_path / "run").exists()
+        train(compose_config(hydra_run_dir, "model=dcgan", *DIGITS, override))
+    assert not hydra_run_dir.exists()
     if override.startswith("+"):
         assert "It accepts:" in str(excinfo.value) and "reg_every" in str(excinfo.value)

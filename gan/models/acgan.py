@@ -12,7 +12,7 @@ from gan.models.base import GANModule
 class ACGAN(GANModule):
     auxiliary_classifier = True
 
-    def __init__(self, *args, conditioning: str = "acgan", class_weight: float = 1.0, **kwargs):
+    def __init__(self, *args, conditioning: str, class_weight: float, **kwargs):
         if conditioning != "acgan":
             raise UserError(f"model=acgan trains D's auxiliary classifier, so it needs model.conditioning=acgan "
                             f"(got {conditioning}) and a labelled dataset (data=digits, mnist, fashion_mnist or cifar10).")

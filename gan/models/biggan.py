@@ -57,8 +57,8 @@ def threshold_of_psi(psi: float) -> float | None:
 
 
 class BigGAN(GANModule):
-    def __init__(self, generator: nn.Module, *args, ortho_weight: float = 1e-4, ema_start: int = 20_000,
-                 arch: str | None = "biggan", **kwargs):
+    def __init__(self, generator: nn.Module, *args, ortho_weight: float, ema_start: int, arch: str | None = "biggan",
+                 **kwargs):
         """GANModule's settings (conf/model/biggan.yaml holds the paper's values) with projection conditioning, plus
         the orthogonal regularisation's weight and the iteration the EMA starts averaging at."""
         if not hasattr(generator, "regularized_weights"):

@@ -48,10 +48,9 @@ class CycleGAN(TranslationModule):
     translation = "unpaired"
 
     def __init__(self, g_ab: nn.Module, g_ba: nn.Module, d_a: nn.Module, d_b: nn.Module, g_optimizer: Callable,
-                 d_optimizer: Callable, name: str = "cyclegan", g_lr: float = 2e-4, d_lr: float = 2e-4,
-                 betas: Sequence[float] | None = (0.5, 0.999), cycle_weight: float = 10.0, identity_weight: float = 0.5,
-                 pool_size: int = 50, total_iters: int | None = None, lr_decay: float = 0.0, log_every: int = 25,
-                 seed: int = 0, **speed):  # compile, channels_last: see AdversarialModule
+                 d_optimizer: Callable, name: str, g_lr: float, d_lr: float, betas: Sequence[float] | None,
+                 cycle_weight: float, identity_weight: float, pool_size: int, total_iters: int | None, lr_decay: float,
+                 log_every: int, seed: int, **speed):  # compile, channels_last: see AdversarialModule
         super().__init__(seed=seed, log_every=log_every, **speed)
         self.name = name
         self.g_ab, self.g_ba, self.d_a, self.d_b = g_ab, g_ba, d_a, d_b

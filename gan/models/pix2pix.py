@@ -17,9 +17,8 @@ class Pix2Pix(TranslationModule):
     translation = "paired"
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, g_optimizer: Callable, d_optimizer: Callable,
-                 name: str = "pix2pix", g_lr: float = 2e-4, d_lr: float = 2e-4,
-                 betas: Sequence[float] | None = (0.5, 0.999), l1_weight: float = 100.0, eval_dropout: bool = True,
-                 total_iters: int | None = None, lr_decay: float = 0.0, log_every: int = 25, seed: int = 0,
+                 name: str, g_lr: float, d_lr: float, betas: Sequence[float] | None, l1_weight: float,
+                 eval_dropout: bool, total_iters: int | None, lr_decay: float, log_every: int, seed: int,
                  **speed):  # compile, channels_last: see AdversarialModule
         super().__init__(eval_dropout=eval_dropout, seed=seed, log_every=log_every, **speed)
         self.name, self.generator, self.discriminator = name, generator, discriminator

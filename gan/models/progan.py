@@ -36,11 +36,9 @@ def growth_stage(images: int, levels: int, fade_images: int, stable_images: int)
 
 class ProGAN(GANModule):
     def __init__(self, generator: nn.Module, discriminator: nn.Module, g_optimizer: Callable, d_optimizer: Callable,
-                 latent_dim: int = 512, name: str = "progan", g_lr: float = 1e-3, d_lr: float = 1e-3,
-                 betas: Sequence[float] | None = (0.0, 0.99), n_critic: int = 1, gp_weight: float = 10.0,
-                 drift_weight: float = 0.001, fade_images: int = 800_000, stable_images: int = 800_000,
-                 ema_decay: float | None = 0.999, log_every: int = 25, seed: int = 0, compile: bool = False,
-                 channels_last: bool = False, **augment):
+                 latent_dim: int, name: str, g_lr: float, d_lr: float, betas: Sequence[float] | None, n_critic: int,
+                 gp_weight: float, drift_weight: float, fade_images: int, stable_images: int, ema_decay: float | None,
+                 log_every: int, seed: int, compile: bool, channels_last: bool, **augment):
         super().__init__(generator, discriminator, g_optimizer, d_optimizer, latent_dim, name=name, g_lr=g_lr,
                          d_lr=d_lr, betas=betas, loss="wasserstein", n_critic=n_critic, ema_decay=ema_decay,
                          log_every=log_every, seed=seed, compile=compile, channels_last=channels_last, **augment)

@@ -19,11 +19,9 @@ class StarGAN(TranslationModule):
     translation = "attributes"
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, g_optimizer: Callable, d_optimizer: Callable,
-                 name: str = "stargan", g_lr: float = 1e-4, d_lr: float = 1e-4,
-                 betas: Sequence[float] | None = (0.5, 0.999), n_critic: int = 5, gp_weight: float = 10.0,
-                 cls_weight: float = 1.0, rec_weight: float = 10.0, total_iters: int | None = None,
-                 lr_decay: float = 0.0, log_every: int = 25, seed: int = 0,
-                 **speed):  # compile, channels_last: see AdversarialModule
+                 name: str, g_lr: float, d_lr: float, betas: Sequence[float] | None, n_critic: int,
+                 gp_weight: float, cls_weight: float, rec_weight: float, total_iters: int | None, lr_decay: float,
+                 log_every: int, seed: int, **speed):  # compile, channels_last: see AdversarialModule
         super().__init__(seed=seed, log_every=log_every, **speed)
         self.name, self.generator, self.discriminator = name, generator, discriminator
         self.gp_weight, self.cls_weight, self.rec_weight = (non_negative(f"model.{key}", value) for key, value in

@@ -29,8 +29,8 @@ class TextGANModule(AdversarialModule):
 
     text = True  # the evaluator, sample writer and monitor treat the model as a generator of token sequences
 
-    def __init__(self, generator: LSTMGenerator, name: str, grad_clip: float | None = 5.0, log_every: int = 25,
-                 seed: int = 0, **speed):  # compile, channels_last: see AdversarialModule
+    def __init__(self, generator: LSTMGenerator, name: str, grad_clip: float | None, log_every: int, seed: int,
+                 **speed):  # compile, channels_last: see AdversarialModule
         super().__init__(seed=seed, log_every=log_every, **speed)
         if generator is None:
             raise UserError(f"model={name} generates token sequences and needs text data: use data=oracle "
@@ -99,9 +99,8 @@ def adam_player(name: str, networks: Sequence[str], optimizer: Callable, lr: flo
 class MLE(TextGANModule):
     """The baseline: the generator trained by maximum likelihood only (SeqGAN's Adam, lr 0.01, clip 5)."""
 
-    def __init__(self, generator: LSTMGenerator, optimizer: Callable, name: str = "mle", lr: float = 0.01,
-                 betas: Sequence[float] = (0.9, 0.999), grad_clip: float | None = 5.0, log_every: int = 25,
-                 seed: int = 0, **speed):
+    def __init__(self, generator: LSTMGenerator, optimizer: Callable, name: str, lr: float, betas: Sequence[float],
+                 grad_clip: float | None, log_every: int, seed: int, **speed):
         super().__init__(generator, name, grad_clip, log_every, seed, **speed)
         self.schedule([adam_player("generator", ["generator"], optimizer, lr, betas, "model.lr")],
                       [Phase("mle", "generator", self.mle_loss)])
@@ -121,10 +120,9 @@ class SeqGAN(TextGANModule):
     """
 
     def __init__(self, generator: LSTMGenerator, discriminator: nn.Module, g_optimizer: Callable,
-                 d_optimizer: Callable, name: str = "seqgan", pretrain_iters: int = 1000, d_pretrain_iters: int = 100,
-                 rollouts: int = 16, rollout_update_rate: float = 0.8, d_steps: int = 3, mle_lr: float = 0.01,
-                 g_lr: float = 0.01, d_lr: float = 1e-4, betas: Sequence[float] = (0.9, 0.999), l2_reg: float = 0.2,
-                 grad_clip: float | None = 5.0, log_every: int = 25, seed: int = 0, **speed):
+                 d_optimizer: Callable, name: str, pretrain_iters: int, d_pretrain_iters: int, rollouts: int,
+                 rollout_update_rate: float, d_steps: int, mle_lr: float, g_lr: float, d_lr: float,
+                 betas: Sequence[float], l2_reg: float, grad_clip: float | None, log_every: int, seed: int, **speed):
         super().__init__(generator, name, grad_clip, log_every, seed, **speed)
         self.discriminator = discriminator
         self.pretrain_iters = non_negative_int("model.pretrain_iters", pretrain_iters)
@@ -204,10 +202,9 @@ class ScratchGAN(TextGANModule):
     """
 
     def __init__(self, generator: LSTMGenerator, discriminator: nn.Module, g_optimizer: Callable,
-                 d_optimizer: Callable, name: str = "scratchgan", g_lr: float = 1e-3, d_lr: float = 1e-3,
-                 betas: Sequence[float] = (0.5, 0.999), discount: float = 0.23, baseline_decay: float = 0.99,
-                 d_l2: float = 1e-4, d_steps: int = 1, grad_clip: float | None = 5.0, log_every: int = 25,
-                 seed: int = 0, **speed):
+                 d_optimizer: Callable, name: str, g_lr: float, d_lr: float, betas: Sequence[float], discount: float,
+                 baseline_decay: float, d_l2: float, d_steps: int, grad_clip: float | None, log_every: int, seed: int,
+                 **speed):
         super().__init__(generator, name, grad_clip, log_every, seed, **speed)
         self.discriminator = discriminator
         for key, value in (("model.discount", discount), ("model.baseline_decay", baseline_decay)):

@@ -17,10 +17,7 @@ class TranslationModule(AdversarialModule):
     and the sample grids call; `grid_columns` is what one row of a sample grid shows, input first.
     """
 
-    translation: str
-
-    def __init__(self, eval_dropout: bool = False, seed: int = 0, log_every: int = 25, compile: bool = False,
-                 channels_last: bool = False):
+    def __init__(self, seed: int, log_every: int, compile: bool, channels_last: bool, eval_dropout: bool = False):
         super().__init__(seed=seed, log_every=log_every, compile=compile, channels_last=channels_last)
         self.eval_dropout = bool(eval_dropout)
 

@@ -73,10 +73,9 @@ class LearnedScale(nn.Module):
 
 class VAE(AdversarialModule):
     def __init__(self, encoder: nn.Module, decoder: nn.Module, optimizer: Callable, latent_dim: int,
-                 name: str = "vae", likelihood: str = "bernoulli", gaussian_std: float | None = None,
-                 kl_weight: float = 1.0, iwae_k: int = 100, likelihood_images: int | None = 1000, lr: float = 1e-3,
-                 betas: Sequence[float] | None = (0.9, 0.999), log_every: int = 25, seed: int = 0,
-                 compile: bool = False, channels_last: bool = False):
+                 name: str, likelihood: str, gaussian_std: float | None, kl_weight: float, iwae_k: int,
+                 likelihood_images: int | None, lr: float, betas: Sequence[float] | None, log_every: int, seed: int,
+                 compile: bool, channels_last: bool):
         super().__init__(seed=seed, log_every=log_every, compile=compile, channels_last=channels_last)
         if likelihood not in LIKELIHOODS:
             raise UserError(f"model.likelihood={likelihood!r} is not a decoder likelihood this VAE has: use bernoulli "

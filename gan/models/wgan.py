@@ -20,7 +20,7 @@ def rmsprop(params: Iterable[nn.Parameter], lr: float, betas=None, **kwargs) -> 
 
 
 class WGAN(GANModule):
-    def __init__(self, *args, clip: float = 0.01, **kwargs):
+    def __init__(self, *args, clip: float, **kwargs):
         super().__init__(*args, **kwargs)
         self.clip = positive_float("model.clip", clip)  # the paper: 0.01
 

@@ -32,15 +32,15 @@ def _settings(arch: str, per_arch: Mapping, role: str) -> dict:
     return dict(per_arch.get(arch) or {})
 
 
-def generator(arch: str, shape, latent_dim: int, num_classes: int | None = None, conditioning: str = "none",
+def generator(arch: str, shape, latent_dim: int, num_classes: int | None, conditioning: str,
               **per_arch: Mapping) -> nn.Module:
     settings = _settings(arch, per_arch, "generator")
     return GENERATORS[arch](shape=shape, latent_dim=latent_dim, num_classes=num_classes, conditioning=conditioning,
                             **settings)
 
 
-def discriminator(arch: str, shape, norm: str, pack: int = 1, num_classes: int | None = None,
-                  conditioning: str = "none", **per_arch: Mapping) -> nn.Module:
+def discriminator(arch: str, shape, norm: str, pack: int, num_classes: int | None, conditioning: str,
+                  **per_arch: Mapping) -> nn.Module:
     settings = _settings(arch, per_arch, "discriminator")
     return DISCRIMINATORS[arch](shape=shape, norm=norm, pack=pack, num_classes=num_classes,
                                 conditioning=conditioning, **settings)

@@ -131,9 +131,8 @@ class GeneratorBlock(nn.Module):
 
 
 class BigGANGenerator(nn.Module):
-    def __init__(self, shape, latent_dim: int = 120, num_classes: int | None = None, width: int = 96,
-                 channels: Sequence[int] | None = None, shared_dim: int = 128, hierarchical: bool = True,
-                 attention: int | None = 64, init: str = "ortho"):
+    def __init__(self, shape, latent_dim: int, num_classes: int | None, width: int, channels: Sequence[int] | None,
+                 shared_dim: int, hierarchical: bool, attention: int | None, init: str):
         super().__init__()
         validate_conditioning("projection", num_classes)  # class-conditional: labelled data only
         n_blocks = upsamplings(shape, "BigGAN")
@@ -191,8 +190,8 @@ class BigGANGenerator(nn.Module):
 
 
 class BigGANDiscriminator(nn.Module):
-    def __init__(self, shape, num_classes: int | None = None, width: int = 96, channels: Sequence[int] | None = None,
-                 attention: int | None = 64, init: str = "ortho"):
+    def __init__(self, shape, num_classes: int | None, width: int, channels: Sequence[int] | None,
+                 attention: int | None, init: str):
         super().__init__()
         validate_conditioning("projection", num_classes)
         resolution = shape[1]

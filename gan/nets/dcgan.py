@@ -45,8 +45,8 @@ def dcgan_init(module: nn.Module) -> None:
 
 
 class DCGANGenerator(nn.Module):
-    def __init__(self, shape, latent_dim: int = 100, width: int = 64,
-                 num_classes: int | None = None, conditioning: str = "none"):
+    def __init__(self, shape, latent_dim: int, width: int, num_classes: int | None = None,
+                 conditioning: str = "none"):
         super().__init__()
         self.num_classes = num_classes if validate_conditioning(conditioning, num_classes) != "none" else None
         n_up = upsamplings(shape)
@@ -69,8 +69,8 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    def __init__(self, shape, width: int = 64, norm: str = "batch", pack: int = 1,
-                 num_classes: int | None = None, conditioning: str = "none"):
+    def __init__(self, shape, width: int, norm: str, pack: int = 1, num_classes: int | None = None,
+                 conditioning: str = "none"):
         super().__init__()
         check_choice("model.discriminator.norm", norm, NORMS)
         self.conditioning = validate_conditioning(conditioning, num_classes)

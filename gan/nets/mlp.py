@@ -21,8 +21,8 @@ from gan.nets.conditioning import (
 class MLPGenerator(nn.Module):
     """z -> hidden layers -> a sample of `shape`; tanh output for images (in [-1, 1]), linear for vectors."""
 
-    def __init__(self, shape, latent_dim: int = 64, hidden: int = 256, depth: int = 3,
-                 num_classes: int | None = None, conditioning: str = "none"):
+    def __init__(self, shape, latent_dim: int, hidden: int, depth: int, num_classes: int | None = None,
+                 conditioning: str = "none"):
         super().__init__()
         self.shape = tuple(shape)
         self.num_classes = num_classes if validate_conditioning(conditioning, num_classes) != "none" else None
@@ -43,8 +43,8 @@ class MLPGenerator(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    def __init__(self, shape, hidden: int = 256, depth: int = 3, norm: str = "none", pack: int = 1,
-                 num_classes: int | None = None, conditioning: str = "none"):
+    def __init__(self, shape, hidden: int, depth: int, norm: str, pack: int = 1, num_classes: int | None = None,
+                 conditioning: str = "none"):
         super().__init__()
         check_choice("model.discriminator.norm", norm, NORMS)
         self.conditioning = validate_conditioning(conditioning, num_classes)

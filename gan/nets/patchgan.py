@@ -22,7 +22,7 @@ PATCHGAN_NORMS = (*TRANSLATION_NORMS, "spectral")
 
 
 class PatchGANDiscriminator(nn.Module):
-    def __init__(self, in_channels: int, image_size: int, width: int = 64, n_layers: int = 3, norm: str = "batch"):
+    def __init__(self, in_channels: int, image_size: int, width: int, n_layers: int, norm: str):
         super().__init__()
         check_choice("model.discriminator.norm", norm, PATCHGAN_NORMS)
         # The map is floor(size / 2^n) - 2 wide (two 4x4 stride-1 layers follow), so n may grow while 3 * 2^n <= size.

@@ -91,7 +91,7 @@ def channel_counts(role: str, levels: int, channel_base: int, channel_max: int) 
 
 
 class ProGANGenerator(nn.Module):
-    def __init__(self, shape, latent_dim: int = 512, channel_base: int = 16384, channel_max: int = 512):
+    def __init__(self, shape, latent_dim: int, channel_base: int, channel_max: int):
         super().__init__()
         self.levels, self.latent_dim = levels_of(shape), positive_int("model.latent_dim", latent_dim)
         channels = channel_counts("generator", self.levels, channel_base, channel_max)
@@ -129,7 +129,7 @@ class ProGANGenerator(nn.Module):
 
 
 class ProGANDiscriminator(nn.Module):
-    def __init__(self, shape, channel_base: int = 16384, channel_max: int = 512, mbstd_group: int = 4):
+    def __init__(self, shape, channel_base: int, channel_max: int, mbstd_group: int):
         super().__init__()
         self.levels, self.mbstd_group = levels_of(shape), positive_int("model.discriminator.mbstd_group", mbstd_group)
         channels = channel_counts("discriminator", self.levels, channel_base, channel_max)

@@ -98,8 +98,8 @@ class DiscriminatorBlock(nn.Module):
 
 
 class ResNetGenerator(nn.Module):
-    def __init__(self, shape, latent_dim: int = 128, width: int = 256,
-                 num_classes: int | None = None, conditioning: str = "none"):
+    def __init__(self, shape, latent_dim: int, width: int, num_classes: int | None = None,
+                 conditioning: str = "none"):
         super().__init__()
         conditioning = validate_conditioning(conditioning, num_classes)
         self.concat_classes = num_classes if conditioning == "concat" else None
@@ -122,8 +122,8 @@ class ResNetGenerator(nn.Module):
 
 
 class ResNetDiscriminator(nn.Module):
-    def __init__(self, shape, width: int = 128, norm: str = "spectral", pack: int = 1,
-                 num_classes: int | None = None, conditioning: str = "none"):
+    def __init__(self, shape, width: int, norm: str, pack: int = 1, num_classes: int | None = None,
+                 conditioning: str = "none"):
         super().__init__()
         check_choice("model.discriminator.norm", norm, NORMS)
         self.conditioning = validate_conditioning(conditioning, num_classes)

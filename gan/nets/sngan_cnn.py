@@ -24,8 +24,8 @@ from gan.nets.dcgan import upsamplings
 
 
 class SNGANCNNGenerator(nn.Module):
-    def __init__(self, shape, latent_dim: int = 128, width: int = 64,
-                 num_classes: int | None = None, conditioning: str = "none"):
+    def __init__(self, shape, latent_dim: int, width: int, num_classes: int | None = None,
+                 conditioning: str = "none"):
         super().__init__()
         self.num_classes = num_classes if validate_conditioning(conditioning, num_classes) != "none" else None
         n_up = upsamplings(shape, "SNGAN CNN")
@@ -47,8 +47,8 @@ class SNGANCNNGenerator(nn.Module):
 
 
 class SNGANCNNDiscriminator(nn.Module):
-    def __init__(self, shape, width: int = 64, norm: str = "spectral", pack: int = 1,
-                 num_classes: int | None = None, conditioning: str = "none"):
+    def __init__(self, shape, width: int, norm: str, pack: int = 1, num_classes: int | None = None,
+                 conditioning: str = "none"):
         super().__init__()
         check_choice("model.discriminator.norm", norm, NORMS)
         self.conditioning = validate_conditioning(conditioning, num_classes)

@@ -38,8 +38,7 @@ def check_num_domains(num_domains) -> int:
 
 
 class StarGANGenerator(nn.Module):
-    def __init__(self, channels: int, num_domains: int, image_size: int, width: int = 64,
-                 n_blocks: int = 6, n_down: int = 2):
+    def __init__(self, channels: int, num_domains: int, image_size: int, width: int, n_blocks: int, n_down: int):
         super().__init__()
         num_domains = check_num_domains(num_domains)
         check_image_size(image_size, "StarGAN generator")
@@ -54,7 +53,7 @@ class StarGANGenerator(nn.Module):
 
 
 class StarGANDiscriminator(nn.Module):
-    def __init__(self, channels: int, num_domains: int, image_size: int, width: int = 64, n_down: int = 6):
+    def __init__(self, channels: int, num_domains: int, image_size: int, width: int, n_down: int):
         super().__init__()
         num_domains = check_num_domains(num_domains)
         check_image_size(image_size, "StarGAN discriminator")

@@ -306,9 +306,8 @@ class StyleGenerator(nn.Module):
     """mapping (z -> ws) + synthesis (ws -> image). `forward(z)` maps and synthesises with random noise; the model
     calls the two parts itself for style mixing, truncation and fixed noise."""
 
-    def __init__(self, shape: Sequence[int], latent_dim: int = 512, w_dim: int = 512, mapping_layers: int = 8,
-                 mapping_lr_mul: float = 0.01, w_avg_beta: float = 0.995, channel_base: int = 32768,
-                 channel_max: int = 512, synthesis: str = "modulated"):
+    def __init__(self, shape: Sequence[int], latent_dim: int, w_dim: int, mapping_layers: int, mapping_lr_mul: float,
+                 w_avg_beta: float, channel_base: int, channel_max: int, synthesis: str):
         super().__init__()
         self.synthesis = Synthesis(shape, positive_int("model.generator.w_dim", w_dim), channel_base, channel_max,
                                    synthesis)
@@ -357,8 +356,8 @@ class DiscriminatorBlock(nn.Module):
 class StyleDiscriminator(nn.Module):
     """fromRGB -> blocks down to 4x4 -> minibatch stddev -> conv 3x3 -> dense -> dense to one logit."""
 
-    def __init__(self, shape: Sequence[int], channel_base: int = 32768, channel_max: int = 512,
-                 architecture: str = "resnet", mbstd_group_size: int = 4, mbstd_channels: int = 1):
+    def __init__(self, shape: Sequence[int], channel_base: int, channel_max: int, architecture: str,
+                 mbstd_group_size: int, mbstd_channels: int):
         super().__init__()
         if architecture not in DISCRIMINATORS:
             raise UserError(f"model.discriminator.architecture={architecture!r}: expected resnet (StyleGAN2) or orig "

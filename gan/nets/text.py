@@ -39,8 +39,8 @@ class LSTMGenerator(nn.Module):
     bias set to zero): init_std 1 is SeqGAN's oracle, 0.1 its generator. The first input is `start_token`.
     """
 
-    def __init__(self, vocab_size: int, seq_len: int, embed_dim: int = 32, hidden_dim: int = 32,
-                 init_std: float = 0.1, start_token: int = 0):
+    def __init__(self, vocab_size: int, seq_len: int, embed_dim: int, hidden_dim: int, init_std: float,
+                 start_token: int = 0):
         super().__init__()
         self.vocab_size, self.seq_len = text_sizes(vocab_size, seq_len)
         self.start_token = int(start_token)
@@ -114,10 +114,8 @@ class CNNDiscriminator(nn.Module):
     probability that the sequence is real). Windows longer than the sequence are left out (the paper's 15 and 20
     need sequences of at least that length). Defaults are the paper's."""
 
-    def __init__(self, vocab_size: int, seq_len: int, embed_dim: int = 64,
-                 windows: Sequence[int] = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20),
-                 filters: Sequence[int] = (100, 200, 200, 200, 200, 100, 100, 100, 100, 100, 160, 160),
-                 filter_scale: float = 1.0, dropout: float = 0.25):
+    def __init__(self, vocab_size: int, seq_len: int, embed_dim: int, windows: Sequence[int], filters: Sequence[int],
+                 filter_scale: float, dropout: float):
         super().__init__()
         if len(windows) != len(filters):
             raise UserError(f"model.discriminator.windows ({len(windows)} sizes) and model.discriminator.filters "
@@ -142,8 +140,7 @@ class LSTMDiscriminator(nn.Module):
     """ScratchGAN's discriminator: an LSTM reads the sequence and gives one logit per position, the logit at t
     judging the prefix y_1..y_t (a dense, per-step reward for the generator). Dropout on embeddings and outputs."""
 
-    def __init__(self, vocab_size: int, seq_len: int, embed_dim: int = 32, hidden_dim: int = 64,
-                 dropout: float = 0.1):
+    def __init__(self, vocab_size: int, seq_len: int, embed_dim: int, hidden_dim: int, dropout: float):
         super().__init__()
         vocab_size, _ = text_sizes(vocab_size, seq_len)
         self.embedding = nn.Embedding(vocab_size, positive_int("embed_dim", embed_dim))

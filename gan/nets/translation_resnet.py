@@ -69,8 +69,8 @@ class EncoderResidualDecoder(nn.Sequential):
 
 
 class TranslationResNetGenerator(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, image_size: int, width: int = 64,
-                 n_blocks: int | None = None, n_down: int = 2, norm: str = "instance"):
+    def __init__(self, in_channels: int, out_channels: int, image_size: int, width: int, n_blocks: int | None,
+                 norm: str, n_down: int = 2):
         super().__init__()
         check_choice("model.generator.norm", norm, TRANSLATION_NORMS)
         check_image_size(image_size, "CycleGAN ResNet generator")

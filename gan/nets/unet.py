@@ -49,8 +49,7 @@ def check_image_size(image_size: int, network: str, power_of_two: bool = False) 
 
 
 class UNetGenerator(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, image_size: int, width: int = 64,
-                 norm: str = "batch", dropout: float = 0.5):
+    def __init__(self, in_channels: int, out_channels: int, image_size: int, width: int, norm: str, dropout: float):
         super().__init__()
         check_choice("model.generator.norm", norm, TRANSLATION_NORMS)
         self.levels = check_image_size(image_size, "pix2pix U-Net", power_of_two=True).bit_length() - 1

@@ -14,7 +14,7 @@ from gan.nets.dcgan import DCGANDiscriminator, DCGANGenerator, dcgan_init, upsam
 class VAEEncoder(nn.Module):
     """x -> (mean, log-variance) of the diagonal Gaussian q(z|x), each [N, latent_dim]."""
 
-    def __init__(self, shape, latent_dim: int, width: int = 64, norm: str = "batch"):
+    def __init__(self, shape, latent_dim: int, width: int, norm: str):
         super().__init__()
         self.latent_dim = positive_int("model.latent_dim", latent_dim)
         check_choice("model.encoder.norm", norm, NORMS)
@@ -28,7 +28,7 @@ class VAEEncoder(nn.Module):
         return mean, log_var
 
 
-def vae_decoder(shape, latent_dim: int, width: int = 64) -> nn.Module:
+def vae_decoder(shape, latent_dim: int, width: int) -> nn.Module:
     """z -> the last layer's output [N, C, H, W] before any output non-linearity (DCGANGenerator less its tanh)."""
     decoder = DCGANGenerator(shape, latent_dim=positive_int("model.latent_dim", latent_dim),
                              width=positive_int("model.decoder.width", width))
