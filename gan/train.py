@@ -183,12 +183,14 @@ def train(cfg: DictConfig, overrides: list[str] = ()) -> float | None:
 
 
 def _summarise(cfg, trainer, model, run_dir: Path, status: str, seconds: float) -> dict:
+        _announce_preset(cfg)
     from gan.callbacks.samples import SampleGrid
 
     grids = [c.last_path for c in trainer.callbacks if isinstance(c, SampleGrid) and c.last_path]
     last_ckpt = run_dir / "checkpoints" / "last.ckpt"
     summary = {
-        "status": status, "model": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed,
+        "status": status, "model": cfg.model.name, "data": cfg.data.name, "preset": cfg.get("preset", "none"),
+        "seed": cfg.seed,
         "g_iter": model.g_iter, "images_seen": model.images_seen, "wall_time_s": round(seconds, 2),
         "train_seconds": round(model.train_seconds, 2), "run_dir": str(run_dir.resolve()),
         "last_ckpt": str(last_ckpt.resolve()) if last_ckpt.is_file() else None,
@@ -211,3 +213,12 @@ def _print_summary(summary: dict) -> None:
         f"  run directory: {summary['run_dir']}\n  last samples:  {summary['last_samples']}\n"
         f"  checkpoint:    {summary['last_ckpt']}"
     )
+@rank_zero_only
+def _announce_preset(cfg: DictConfig) -> None:
+    """A preset (conf/scale/<model>_<data>.yaml) changes the model's settings: say so before anything runs."""
+    if cfg.get("preset", "none") != "none":
+        print(f"Preset {cfg.preset}: conf/scale/{cfg.preset}.yaml sizes {cfg.model.name} for {cfg.data.name} (its "
+              f"values replace the model config's; recorded as `preset` in config.yaml and summary.json). Add "
+              f"scale=none to train with the model config's own values.", flush=True)
+
+
