@@ -111,66 +111,22 @@ def evaluate_checkpoint(cfg: DictConfig) -> tuple[Evaluation, Path]:
 
 
 def save_samples(evaluation: Evaluation, path: Path) -> None:
-    """`arr_0`: uint8 [N, H, W, C] images (the layout other evaluators read) or float [N, 2] points; `labels`.
-
-    A translation model's file holds its translations as `arr_0` (A->B for CycleGAN) and, named as in
-    `Evaluation.arrays`, the inputs, the other direction, the source labels and the target attributes.
-    """
+    """The samples as named arrays (`arr_0`: uint8 [N, H, W, C] images, the layout other evaluators read; what else
+    the model's kind saves: labels, a translation's inputs and targets), written atomically."""
     import numpy as np
 
-    from gan.metrics.quantize import to_uint8
+    from gan.kinds import get_kind
     from gan.storage import atomic_write
 
-    if evaluation.arrays:
-        main = "translations" if "translations" in evaluation.arrays else "translations_ab"
-        arrays = {("arr_0" if name == main else name): value.permute(0, 2, 3, 1).numpy() if value.dim() == 4 else value.numpy()
-                  for name, value in evaluation.arrays.items()}
-        if "attribute_names" in evaluation.provenance:
-            arrays["attribute_names"] = np.array(evaluation.provenance["attribute_names"])
-    else:
-        samples = evaluation.samples
-        array = samples.numpy() if samples.dim() == 2 else to_uint8(samples).permute(0, 2, 3, 1).numpy()
-        arrays = {"arr_0": array}
-        if evaluation.labels is not None:
-            arrays["labels"] = evaluation.labels.numpy()
+    arrays = get_kind(evaluation.provenance["kind"]).sample_arrays(evaluation)
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def format_table(evaluation: Evaluation) -> str:
-    p = evaluation.provenance
-    if "translation" in p:
-        return format_translation_table(evaluation)
-    header = (f"{p['dataset']} / {p['split']} split, backbone {p['backbone']} (weights {p['weights_sha256']}, "
-              f"resize {p['resize']}), {p['num_fake']} generated vs {p['num_real']} real, seed {p['seed']}, "
-              f"g_iter {p['g_iter']}, ema {p['ema']}"
-              + (f", truncation psi {p['truncation_psi']:g} (cutoff {p['truncation_cutoff']})"
-                 if p.get("truncation_psi", 1) != 1 else ""))
-    width = max(len(k) for k in evaluation.values)
-    rows = [f"  {k:<{width}}  {v:.6g}" for k, v in evaluation.values.items()]
-    return "\n".join([header, f"  {'metric':<{width}}  value", *rows])
+    """The model's kind prints its values: a header of the provenance, a row per value (and its reference rows)."""
+    from gan.kinds import get_kind
 
-
-def format_translation_table(evaluation: Evaluation) -> str:
-    """One row per value, beside the same metric on real target images and on the identity mapping (output = input)."""
-    from gan.metrics.translation import REF_IDENTITY, REF_REAL
-
-    p, values = evaluation.provenance, evaluation.values
-    records = (f"{p['num_records_a']} A + {p['num_records_b']} B records" if "num_records_a" in p
-               else f"{p['num_fake']} records")
-    header = (f"{p['dataset']} / {p['split']} split, {p['translation']} translation, {records}, backbone {p['backbone']} "
-              f"(weights {p['weights_sha256']}, resize {p['resize']}), seed {p['seed']}, g_iter {p['g_iter']}"
-              + (f", eval_dropout {p['eval_dropout']}" if "eval_dropout" in p else ""))
-    keys = [k for k in values if "/" not in k]
-    width = max(len(k) for k in [*keys, "metric"])
-
-    def cell(key: str) -> str:
-        return f"{values[key]:<12.6g}" if key in values else f"{'-':<12}"
-
-    rows = [f"  {k:<{width}}  {cell(k)}  {cell(f'{REF_REAL}/{k}')}  {cell(f'{REF_IDENTITY}/{k}')}".rstrip() for k in keys]
-    notes = [f"  real: the metric on real target images (FID: {p['ref_real_fid']}); identity: output = input"]
-    if "fid_warning" in p:
-        notes.append(f"  note: {p['fid_warning']}")
-    return "\n".join([header, f"  {'metric':<{width}}  {'value':<12}  {'real':<12}  identity", *rows, *notes])
+    return get_kind(evaluation.provenance["kind"]).format_table(evaluation)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

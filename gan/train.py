@@ -22,6 +22,7 @@ from gan.callbacks.checkpoint import AtomicCheckpointIO, EmbedConfig
 from gan.callbacks.progress import IterationBudget
 from gan.checkpoints import SAFE_GLOBALS, load_run_checkpoint
 from gan.errors import DivergenceError, UserError
+from gan.kinds import check_fields, check_model
 from gan.storage import save_json
 
 # Checkpoints land after the generator update by design (see GIterCheckpoint), not a surprise to warn about.
@@ -98,18 +99,40 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu"):
     return cfg, datamodule, module.eval()
 
 
-def _resumed_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+def _resumed_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, dict[str, tuple[int, ...]]]:
     """The saved run's config, with this command line's other overrides on top (e.g. `g_iters=4000`, or a
-    group such as `trainer=default`), taken from the freshly composed config so Hydra's parsing holds. Reading
-    the file here also vets it (safe loading, clear errors) before anything is built or Lightning reads it."""
-    saved = OmegaConf.create(load_run_checkpoint(cfg.resume)["gan_config"])
+    group such as `trainer=default`), taken from the freshly composed config so Hydra's parsing holds; and the shapes
+    of the checkpoint's weights. Reading the file here also vets it (safe loading, clear errors) before anything is
+    built or Lightning reads it. An override that makes it another model is refused."""
+    checkpoint = load_run_checkpoint(cfg.resume)
+    saved = OmegaConf.create(checkpoint["gan_config"])
+    trained_as = saved.model.name
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+")
         if key.startswith(("resume", "hydra", "~")):
             continue
         OmegaConf.update(saved, key, OmegaConf.select(cfg, key), merge=False, force_add=True)
     saved.resume = cfg.resume
-    return saved
+    if saved.model.name != trained_as:
+        raise UserError(_refused_resume(cfg.resume, trained_as, f"make it model {saved.model.name}"))
+    return saved, {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
+
+
+def _refused_resume(ckpt, trained_as: str, change: str) -> str:
+    return (f"Cannot resume {ckpt}: it holds a {trained_as} model, and this command's overrides {change}. A checkpoint "
+            f"continues the model it was trained as. Start a new run with these settings (leave out resume=...), or "
+            f"resume without the overrides that change the model or its networks (python -m gan.run resume=<run dir>).")
+
+
+def _check_resumable(model, shapes: dict[str, tuple[int, ...]], ckpt, trained_as: str) -> None:
+    """Refuse a resume whose overrides change a network's shape, before Lightning fails to load the weights."""
+    now = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    changed = [f"{k} {list(shapes.get(k, ()))} -> {list(now.get(k, ()))}" for k in sorted(set(now) | set(shapes))
+               if now.get(k) != shapes.get(k)]
+    if changed:
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise UserError(_refused_resume(ckpt, trained_as, f"change the shape of its weights ({'; '.join(changed[:3])}"
+                                                          f"{more})"))
 
 
 def _build_loggers(cfg: DictConfig, run_dir: Path) -> list:
@@ -127,7 +150,13 @@ def build(cfg: DictConfig, run_dir: Path):
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
+    with open_dict(cfg):  # what the data knows and the config left open (StarGAN's domains), the model takes from it
+        for key, value in datamodule.settings_from_data().items():
+            if cfg.data.get(key) is None:
+                cfg.data[key] = value
     model = instantiate(cfg.model)
+    check_model(model)
+    check_fields(model, datamodule)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None and "_target_" in c]
     if cfg.get("metrics") and cfg.metrics.get("_target_"):
         callbacks.append(instantiate(cfg.metrics))
@@ -148,13 +177,16 @@ def _prepare_new_run(cfg: DictConfig, run_dir: Path) -> None:
 def train(cfg: DictConfig, overrides: list[str] = ()) -> float | None:
     """Train one run in `cfg.paths.run_dir`. Returns the monitored validation metric when there is one."""
     if cfg.get("resume"):
-        cfg = _resumed_config(cfg, list(overrides))
+        cfg, shapes = _resumed_config(cfg, list(overrides))
     run_dir = Path(cfg.paths.run_dir)
     new_run = not cfg.get("resume")
     try:
         if new_run:
             _prepare_new_run(cfg, run_dir)
+        _announce_preset(cfg)
         datamodule, model, trainer = build(cfg, run_dir)
+        if not new_run:
+            _check_resumable(model, shapes, cfg.resume, cfg.model.name)
     except BaseException:
         if new_run and rank_zero_only.rank == 0:
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing trained: leave nothing a resume could mistake
@@ -182,8 +214,17 @@ def train(cfg: DictConfig, overrides: list[str] = ()) -> float | None:
     return summary.get("objective")
 
 
+@rank_zero_only
+def _announce_preset(cfg: DictConfig) -> None:
+    """A preset (conf/scale/<model>_<data>.yaml) changes the model's settings: say so before anything runs."""
+    if cfg.get("preset", "none") != "none":
+        print(f"Preset {cfg.preset}: conf/scale/{cfg.preset}.yaml sizes {cfg.model.name} for {cfg.data.name} (its "
+              f"values replace the model config's; recorded as `preset` in config.yaml and summary.json). Add "
+              f"scale=none to train with the model config's own values.", flush=True)
+
+
 def _summarise(cfg, trainer, model, run_dir: Path, status: str, seconds: float) -> dict:
-        _announce_preset(cfg)
+    from gan.callbacks.evaluation import EvaluationCallback
     from gan.callbacks.samples import SampleGrid
 
     grids = [c.last_path for c in trainer.callbacks if isinstance(c, SampleGrid) and c.last_path]
@@ -197,7 +238,8 @@ def _summarise(cfg, trainer, model, run_dir: Path, status: str, seconds: float) 
         "last_samples": str(grids[-1].resolve()) if grids else None,
     }
     for callback in trainer.callbacks:  # the evaluation callback reports what it measured
-        summary.update(getattr(callback, "summary", lambda: {})())
+        if isinstance(callback, EvaluationCallback):
+            summary.update(callback.summary())
     return summary
 
 
@@ -213,12 +255,3 @@ def _print_summary(summary: dict) -> None:
         f"  run directory: {summary['run_dir']}\n  last samples:  {summary['last_samples']}\n"
         f"  checkpoint:    {summary['last_ckpt']}"
     )
-@rank_zero_only
-def _announce_preset(cfg: DictConfig) -> None:
-    """A preset (conf/scale/<model>_<data>.yaml) changes the model's settings: say so before anything runs."""
-    if cfg.get("preset", "none") != "none":
-        print(f"Preset {cfg.preset}: conf/scale/{cfg.preset}.yaml sizes {cfg.model.name} for {cfg.data.name} (its "
-              f"values replace the model config's; recorded as `preset` in config.yaml and summary.json). Add "
-              f"scale=none to train with the model config's own values.", flush=True)
-
-

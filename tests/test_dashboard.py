@@ -12,18 +12,18 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import compose_config
+from conftest import ImageGeneratorStandIn, compose_config
 from gan.compare import main as compare_main
 from gan.compare import short_names
 from gan.errors import UserError
 from gan.metrics import feature_extractor_inception
+from test_compare import REF_TEST, REF_VAL, write_composed_run
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 SWEEP = Path("multirun") / "2024-05-01_12-00-00"
 MODELS = ("dcgan", "wgan_gp")
 SEEDS = (0, 1)
-REF_VAL, REF_TEST = 3.25, 3.5  # val/ref_real/fid and test/ref_real/fid of the fake runs
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -32,29 +32,11 @@ def read_jsonl(path: Path) -> list[dict]:
 
 # ---- gan.compare: 2 models x 2 seeds of real configs ---------------------------------------------------------------
 def write_sweep(root: Path, hydra_dir: bool) -> Path:
-    """A Hydra sweep of 2 models x 2 seeds as training leaves it: the config composed by the real conf/ tree
-    (resolved in config.yaml, unresolved in .hydra/config.yaml), metrics lines with reference rows, a summary."""
+    """A Hydra sweep of 2 models x 2 seeds as training leaves it (write_composed_run)."""
     sweep = root / SWEEP
-    provenance = {"backbone": "classifier", "weights_sha256": "ab12", "resize": "none-16x16", "image_size": 16,
-                  "dataset": "digits", "split": "val", "num_real": 180, "num_fake": 2000}
     for job, (model, seed) in enumerate((m, s) for m in MODELS for s in SEEDS):
-        run_dir = sweep / f"{job}_{model}_digits_s{seed}"
-        cfg = compose_config(run_dir, f"model={model}", f"seed={seed}", fast=False)
-        run_dir.mkdir(parents=True)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        if hydra_dir:
-            (run_dir / ".hydra").mkdir()
-            (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-        lines = []
-        for step in (500, 1000, 1500, 2000):
-            fid = 60.0 / (step / 500) + (5 if model == "dcgan" else 0) + seed
-            lines.append({"g_iter": step, "images_seen": step * 64, "elapsed_s": step * 0.1, "train/d_loss": 1.0})
-            lines.append({"g_iter": step, "images_seen": step * 64, "elapsed_s": step * 0.1, "val/fid": fid,
-                          "val/ref_real/fid": REF_VAL, "provenance": {**provenance, "g_iter": step}})
-        lines.append({"g_iter": 2000, "images_seen": 128000, "elapsed_s": 200.0, "test/fid": fid + 1,
-                      "test/ref_real/fid": REF_TEST, "provenance": {**provenance, "split": "test", "g_iter": 2000}})
-        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-        (run_dir / "summary.json").write_text(json.dumps({"status": "completed", "wall_time_s": 210.0}))
+        fids = [60.0 / k + (5 if model == "dcgan" else 0) + seed for k in (1, 2, 3, 4)]  # at g_iter 500 ... 2000
+        write_composed_run(sweep / f"{job}_{model}_digits_s{seed}", [f"model={model}", f"seed={seed}"], fids, hydra_dir)
     return sweep
 
 
@@ -80,7 +62,7 @@ def test_compare_table_of_two_models_and_two_seeds_shows_what_matters_in_120_col
     assert not {"G.latent_dim", "generator.latent_dim", "data"} & set(header)
     assert header[:8] == ["run", "model", "seed", "best val/fid", "at g_iter", "final fid", "wall time", "model.arch"]
     assert len(header) <= 16
-    assert "every run: data digits, status completed." in out
+    assert "every run: data digits, preset none, status completed." in out  # conf/train.yaml: preset: none
     # one row per run, labelled by the job directory, seeds of one model side by side; then the real-data row
     rows = [line for line in lines[2:] if re.match(r"\d_", line)]
     assert [r.split()[0] for r in rows] == ["0_dcgan_digits_s0", "1_dcgan_digits_s1", "2_wgan_gp_digits_s0",
@@ -135,8 +117,8 @@ def test_image_evaluation_carries_real_data_reference_rows_computed_once(tmp_pat
                           backbone="classifier")
     images = dm.dataset("train").data
 
-    class Generator:
-        g_iter, num_classes, ema_generator = 3, None, None
+    class Generator(ImageGeneratorStandIn):
+        g_iter = 3
 
         def sample(self, n, generator=None, ema=None):
             x = images[torch.randint(len(images), (n,), generator=generator)].float() / 127.5 - 1

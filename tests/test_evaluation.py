@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import compose_config, run_cli
+from conftest import ImageGeneratorStandIn, compose_config, run_cli
 from gan.callbacks.collapse import CollapseWatchdog
 from gan.callbacks.evaluation import EvaluationCallback
 from gan.data.digits import DigitsDataModule
@@ -90,10 +90,8 @@ def test_gan_evaluate_missing_checkpoint_is_a_user_error(tmp_path):
 
 
 # ---- the callback and the watchdog with a stand-in trainer ------------------------------------------------------
-class NoisyDigits(torch.nn.Module):
+class NoisyDigits(ImageGeneratorStandIn, torch.nn.Module):
     """A 'generator' whose quality is one parameter: training digits plus `noise` times Gaussian noise."""
-
-    num_classes, ema_generator = None, None
 
     def __init__(self, images: torch.Tensor):
         super().__init__()

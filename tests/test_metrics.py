@@ -14,6 +14,7 @@ import torch
 import torch.multiprocessing as mp
 from omegaconf import OmegaConf
 
+from conftest import ImageGeneratorStandIn
 from gan.data.digits import DigitsDataModule
 from gan.data.toy import mixture
 from gan.errors import UserError
@@ -35,10 +36,10 @@ def digits(num_classes=None) -> DigitsDataModule:
                             image_size=8, channels=1, backbone="classifier")
 
 
-class FakeGenerator:
-    """The module interface the evaluator uses: training images plus noise, drawn from the given generator."""
+class FakeGenerator(ImageGeneratorStandIn):
+    """An image generator: training images plus noise, drawn from the given generator."""
 
-    g_iter, num_classes, ema_generator = 7, None, None
+    g_iter = 7
 
     def __init__(self, datamodule, noise: float = 0.3):
         self.images, self.noise = datamodule.dataset("train").data, noise
@@ -99,6 +100,7 @@ def test_kid_is_small_for_one_distribution_and_uses_a_subset_no_larger_than_the_
     a, b, c = torch.randn(300, 8, generator=g), torch.randn(400, 8, generator=g), torch.randn(300, 8, generator=g) + 1
     same, shifted = scores.kernel_distance(a, b, seed=0, subsets=20), scores.kernel_distance(c, b, seed=0, subsets=20)
     assert same["kid_subset_size"] == 300
+    assert scores.kernel_distance(b, a, seed=0, subsets=20)["kid_subset_size"] == 300  # the smaller set, either side
     assert abs(same["kid"]) < 0.05 * shifted["kid"]
 
 
@@ -123,6 +125,9 @@ def test_toy_metrics_follow_the_protocol():
     assert toy_metrics(collapsed, means, std) == pytest.approx({"modes": 1, "high_quality": 100.0, "reverse_kl": math.log(8)})
     off = toy_metrics(means * 1.5, means, std)  # near every mode, but none within 3 std
     assert off["modes"] == 0 and off["high_quality"] == 0.0
+    edge = torch.cat([means.double() * (1 + 2.9 * std), means.double() * (1 + 3.1 * std)])  # radius 1: 2.9, 3.1 std out
+    assert toy_metrics(edge, means, std) == pytest.approx({"modes": 8, "high_quality": 50.0, "reverse_kl": 0.0},
+                                                          abs=1e-9)
 
 
 def test_memorisation_flags_flipped_copies_and_not_held_out_images():
@@ -141,6 +146,16 @@ def test_memorisation_flags_flipped_copies_and_not_held_out_images():
 def test_atomic_json_and_cache_keys(tmp_path):
     path = save_json({"b": 1, "a": [1, 2]}, tmp_path / "x" / "out.json")
     assert path.read_text().startswith("{") and list(path.parent.iterdir()) == [path]
+    from gan.storage import atomic_write
+
+    def fails_midway(f):
+        f.write('{"trunc')
+        raise OSError(28, "No space left on device")
+
+    before = path.read_text()
+    with pytest.raises(OSError, match="No space"):
+        atomic_write(path, fails_midway, mode="w")
+    assert list(path.parent.iterdir()) == [path] and path.read_text() == before  # no temp file left, old file whole
     assert cache_key({"a": 1, "b": 2}) == cache_key({"b": 2, "a": 1}) != cache_key({"a": 1, "b": 3})
 
 
@@ -163,6 +178,16 @@ def test_atomic_write_puts_the_bytes_on_disk_before_the_rename(tmp_path, monkeyp
     (first, size), second = events
     assert first == "fsync" and size > 0 and second == ("replace", "last.ckpt")
     assert torch.equal(torch.load(path)["w"], torch.ones(3))
+    # Training writes its checkpoints this way too (AtomicCheckpointIO), not through Lightning's own writer.
+    from conftest import compose_config
+    from gan.train import train
+
+    events.clear()
+    run = tmp_path / "run"
+    train(compose_config(run, "model=gan", "data=ring"))
+    written = {"g000002.ckpt", "g000004.ckpt", "last.ckpt"}
+    assert {p.name for p in (run / "checkpoints").iterdir()} == written
+    assert written <= {name for kind, name in events if kind == "replace"}
 
 # ---- backbones -----------------------------------------------------------------------------------------
 def test_classifier_backbone_is_accurate_deterministic_and_cached(tmp_path, monkeypatch, cache_dir):
@@ -298,8 +323,8 @@ def test_toy_evaluation_of_a_perfect_sampler_finds_every_mode():
     dm = ToyDataModule(name="grid", shape=(2,), num_classes=None, batch_size=64)
     means, std = mixture("grid")
 
-    class MixtureSampler:
-        g_iter, num_classes, ema_generator = 3, None, None
+    class MixtureSampler(ImageGeneratorStandIn):
+        g_iter = 3
 
         def sample(self, n, generator=None, ema=None):
             return {"x": means[torch.randint(len(means), (n,), generator=generator)]

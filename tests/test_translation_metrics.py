@@ -15,6 +15,7 @@ from gan.callbacks.evaluation import EvaluationCallback
 from gan.data.digits_translation import (INK, DigitsAttributesDataModule, DigitsEdgesDataModule, DigitsStylesDataModule,
                                          render_attributes, scale_channels, thicken)
 from gan.errors import UserError
+from gan.kinds import check_fields, get_kind
 from gan.evaluate import format_table, save_samples
 from gan.metrics import classifier_training, translation
 from gan.metrics.directions import HIGHER_IS_BETTER
@@ -49,12 +50,13 @@ def evaluators(cache_dir):
 
 
 class StandIn:
-    """The translation-model interface the evaluator uses: `translation`, `translate`, `device`, `g_iter`."""
+    """A translation model as its kind sees it (gan.kinds.translation.Translator): `kind`, `translate`, `device`,
+    `g_iter`, `eval_dropout`."""
 
-    g_iter, device = 5, torch.device("cpu")
+    name, g_iter, device, eval_dropout = "stand-in", 5, torch.device("cpu"), False
 
     def __init__(self, kind: str, fn):
-        self.translation, self.fn, self.calls = kind, fn, 0
+        self.kind, self.fn, self.calls = kind, fn, 0
 
     def translate(self, x, *condition):
         assert x.dtype == torch.float32 and -1 <= x.min() and x.max() <= 1
@@ -100,7 +102,7 @@ def load_classifier(path) -> ClassifierNet:
 def test_the_identity_translator_scores_exactly_its_reference_row(evaluators, kind):
     evaluation = evaluators[kind].evaluate(StandIn(kind, identity), split=SPLIT, seed=0)
     values = evaluation.values
-    assert base_keys(values) == list(translation.VALUE_KEYS[kind])  # digits: every value, class accuracies included
+    assert base_keys(values) == list(get_kind(kind).value_keys)  # digits: every value, class accuracies included
     assert all(values[k] == values[f"ref_identity/{k}"] for k in base_keys(values))
     assert {k.split("/", 1)[1] for k in values if k.startswith("ref_real/")} <= set(base_keys(values))
     for k in base_keys(values):
@@ -152,7 +154,7 @@ def test_paired_values_equal_independent_computations(evaluators):
     p = evaluation.provenance
     assert (p["translation"], p["split"], p["seed"], p["num_fake"], p["g_iter"]) == ("paired", SPLIT, 2, 180, 5)
     assert p["weights_sha256"] == p["class_classifier_sha256"] and 0.8 < p["class_classifier_test_accuracy"] <= 1
-    assert "eval_dropout" not in p and "fid_warning" not in p  # 180 records for 128-d features
+    assert p["eval_dropout"] is False and "fid_warning" not in p  # 180 records for 128-d features
 
 
 def test_noise_scores_near_chance(evaluators):
@@ -260,7 +262,7 @@ def test_the_callback_monitors_fid_of_the_translation(kind, monitor, tmp_path):
     trainer = SimpleNamespace(datamodule=datamodule(DigitsEdgesDataModule, 1))
     callback._evaluator(trainer, StandIn(kind, identity))
     assert callback.monitor == monitor
-    assert all(k in HIGHER_IS_BETTER for k in translation.VALUE_KEYS[kind])
+    assert all(k in HIGHER_IS_BETTER for k in get_kind(kind).value_keys)
 
 
 def test_the_table_shows_the_reference_rows_and_the_samples_file_holds_inputs_and_targets(evaluators, tmp_path):
@@ -283,13 +285,15 @@ def test_the_table_shows_the_reference_rows_and_the_samples_file_holds_inputs_an
     assert np.array_equal(saved["arr_0"], to_uint8(evaluation.samples).permute(0, 2, 3, 1).numpy())
 
 
-def test_a_translation_model_on_noise_data_is_a_user_error(cache_dir):
+def test_a_translation_model_on_data_of_another_kind_is_refused_before_training(cache_dir):
     from gan.data.digits import DigitsDataModule
 
     dm = DigitsDataModule(name="digits", shape=(1, 8, 8), num_classes=None, batch_size=16, image_size=8, channels=1,
                           backbone="classifier")
-    with pytest.raises(UserError, match="image-to-image data"):
-        Evaluator(dm, cache_dir=cache_dir).evaluate(StandIn("paired", identity), split=SPLIT)
-    with pytest.raises(UserError, match="needs unpaired data"):
-        Evaluator(datamodule(DigitsEdgesDataModule, 1), cache_dir=cache_dir).evaluate(StandIn("unpaired", identity),
-                                                                                      split=SPLIT)
+    with pytest.raises(UserError, match=r"missing: a, b, paired\). Data that fits this model: data=aligned, "
+                                         r"data=digits_edges\."):
+        check_fields(StandIn("paired", identity), dm)
+    with pytest.raises(UserError, match=r"missing: unpaired\). Data that fits this model: data=digits_styles, "
+                                         r"data=unaligned\."):
+        check_fields(StandIn("unpaired", identity), datamodule(DigitsEdgesDataModule, 1))
+    check_fields(StandIn("unpaired", identity), datamodule(DigitsStylesDataModule, 3))

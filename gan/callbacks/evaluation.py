@@ -18,16 +18,12 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from gan.checkpoints import load as load_file
 from gan.errors import UserError
-from gan.loggers import JsonlLogger
+from gan.kinds import Kind, kind_of
+from gan.loggers import GanWandbLogger, JsonlLogger
 from gan.metrics.directions import HIGHER_IS_BETTER
 from gan.metrics.evaluator import DEFAULT_METRICS, Evaluation, Evaluator
 from gan.storage import save_json
 
-# monitor=auto: the first of these metrics that is computed (metric name -> monitored value)
-MONITOR_PREFERENCE = (("fid", "fid"), ("kid", "kid"), ("is", "is"), ("pr", "precision"))
-# monitor=auto for image-to-image models (module.translation), whose values gan.metrics.translation fixes
-TRANSLATION_MONITOR = {"paired": "fid", "unpaired": "fid_ab", "attributes": "fid"}
-TEXT_MONITOR = "nll_oracle"  # monitor=auto for text models (module.text): SeqGAN's metric (gan.metrics.text)
 FINAL_SEED_OFFSET = 1  # the test report draws its samples from seed + 1: never the validation samples
 
 
@@ -51,8 +47,7 @@ class EvaluationCallback(Callback):
         self.split, self.final_split, self.final_weights = split, final_split, final_weights
         self.monitor_name, self.seed, self.run_dir = monitor, int(seed), run_dir
         self.evaluator: Evaluator | None = None
-        self.translation: str | None = None  # the evaluated model's module.translation, once known
-        self.text = False  # whether the evaluated model generates token sequences (module.text), once known
+        self.kind: Kind | None = None  # the evaluated model's kind (gan.kinds), once known
         self.best: float | None = None
         self.best_g_iter: int | None = None
         self.last_bucket = 0
@@ -70,19 +65,13 @@ class EvaluationCallback(Callback):
     def monitor(self) -> str:
         if self.monitor_name != "auto":
             return self.monitor_name
-        if self.evaluator is not None and self.evaluator.toy:
-            return "reverse_kl"
-        if self.text:
-            return TEXT_MONITOR
-        if self.translation in TRANSLATION_MONITOR:
-            return TRANSLATION_MONITOR[self.translation]
-        names = self.evaluator_args["names"]
-        return next((value for name, value in MONITOR_PREFERENCE if name in names), "fid")
+        if self.evaluator is None:
+            return "auto"  # nothing evaluated yet (fast_dev_run): the model's kind decides once it is known
+        return self.kind.monitor(self.evaluator)
 
     def _evaluator(self, trainer, module) -> Evaluator:
         if self.evaluator is None:
-            self.translation = getattr(module, "translation", None)
-            self.text = bool(getattr(module, "text", False))
+            self.kind = kind_of(module)
             self.evaluator = Evaluator(trainer.datamodule, device=module.device, **self.evaluator_args)
             if self.monitor not in HIGHER_IS_BETTER:
                 raise UserError(f"metrics.monitor={self.monitor} cannot select checkpoints: expected one of "
@@ -94,8 +83,7 @@ class EvaluationCallback(Callback):
         """Fail before training, not at the first validation: missing Inception weights, no labels, ..."""
         if not trainer.fast_dev_run:
             evaluator = self._evaluator(trainer, pl_module)
-            if not evaluator.toy and not self.text:
-                evaluator.backbone  # downloads the weights or trains the classifier, once (cached on disk)
+            self.kind.prepare(evaluator)  # downloads weights or trains a classifier, once (cached on disk)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.fast_dev_run or not self.every_n_g_iters:
@@ -169,10 +157,8 @@ class EvaluationCallback(Callback):
         if not trainer.is_global_zero:
             return
         metrics = {f"{prefix}/{k}": v for k, v in evaluation.values.items()}
-        if getattr(module, "images_seen", None) is not None:
-            metrics["images_seen"] = int(module.images_seen)
-        if getattr(module, "train_seconds", None) is not None:
-            metrics["elapsed_s"] = round(float(module.train_seconds), 3)
+        metrics["images_seen"] = int(module.images_seen)
+        metrics["elapsed_s"] = round(float(module.train_seconds), 3)
         step = int(module.g_iter)
         for logger in trainer.loggers:
             if isinstance(logger, JsonlLogger):
@@ -182,10 +168,10 @@ class EvaluationCallback(Callback):
 
     @staticmethod
     def _log_summary(trainer, values: dict[str, Any]) -> None:
-        """Into the trackers' run summaries (W&B: `run.summary`), for loggers that keep one."""
+        """Into the W&B run summary (`run.summary`), the one tracker here that keeps one."""
         if trainer.is_global_zero:
             for logger in trainer.loggers:
-                if hasattr(logger, "log_summary"):
+                if isinstance(logger, GanWandbLogger):
                     logger.log_summary(values)
 
     # ---- what the run's summary and a resumed run need ------------------------------------------------

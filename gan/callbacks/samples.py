@@ -1,6 +1,6 @@
-"""Sample grids from the fixed latents every N generator iterations: PNG in `samples/` and to the loggers; models
-with an `extra_grids(generator, size)` method (StyleGAN) add named grids of their own in `samples/<name>/`; text
-models (`module.text`) write their sequences as text, `samples/iter_<g_iter>.txt`."""
+"""Samples from fixed inputs every N generator iterations, in `samples/` and to the loggers. What a grid shows is the
+model's kind's choice (gan.kinds: a square or one row per class of images, a scatter of 2-D points, one translation
+per row, token sequences as text, and a model's own extra grids in `samples/<name>/`); the files are written here."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,13 +11,12 @@ from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from torchvision.utils import make_grid, save_image
 
 from gan.errors import positive_int
-from gan.metrics.quantize import from_uint8
+from gan.kinds import kind_of
 
 
 class SampleGrid(Callback):
-    """The model draws (`module.sample`) from the same fixed inputs every time (a private generator seeded
-    with `seed`); the grid's layout is decided here from the named fields: one row per class when the samples
-    carry labels `y`, else a square."""
+    """The model draws from the same fixed inputs every time (a private generator seeded with `seed`); its kind
+    lays the grid out (`Kind.write_samples`) with `save_grid` and `scatter`."""
 
     def __init__(self, dirpath: str, every_g_iters: int = 250, size: int = 64, seed: int = 1, toy_points: int = 2500,
                  min_tile: int = 48):
@@ -40,30 +39,15 @@ class SampleGrid(Callback):
             return
         self._written_at = module.g_iter
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        if getattr(module, "text", False):  # token sequences: a text file, one sample per line
-            self.last_path = self.write_text(module, self.dirpath / f"iter_{module.g_iter:06d}.txt")
-            return
-        path = self.dirpath / f"iter_{module.g_iter:06d}.png"
-        if len(trainer.datamodule.shape) == 1:
-            self._scatter(trainer, module, path)
-        else:
-            self.save_grid(*self.grid(module, trainer.datamodule), path)
-        self.last_path = path
-        self.log_image(trainer, "samples", path, module.g_iter)
-        # a model's own further grids (StyleGAN: style mixing, truncation sweep), in samples/<name>/iter_<g_iter>.png
-        if hasattr(module, "extra_grids"):
-            for name, (images, columns) in module.extra_grids(torch.Generator().manual_seed(self.seed), self.size).items():
-                extra = self.dirpath / name / path.name
-                extra.parent.mkdir(exist_ok=True)
-                self.save_grid(images, columns, extra)
-                self.log_image(trainer, name, extra, module.g_iter)
+        written = kind_of(module).write_samples(self, trainer, module, self.dirpath / f"iter_{module.g_iter:06d}")
+        self.last_path = next(iter(written.values()), None)
+        for name, path in written.items():
+            if path.suffix == ".png":
+                self.log_image(trainer, name, path, module.g_iter)
 
-    def write_text(self, module, path: Path) -> Path:
-        """`size` sequences from the fixed seed, one per line as space-separated token ids (oracle data has no words)."""
-        tokens = module.sample(self.size, generator=torch.Generator().manual_seed(self.seed))["tokens"].cpu()
-        header = f"# {module.name}, generator iteration {module.g_iter}: {len(tokens)} samples, token ids\n"
-        path.write_text(header + "".join(" ".join(map(str, row)) + "\n" for row in tokens.tolist()))
-        return path
+    def generator(self) -> torch.Generator:
+        """The fixed inputs' source: the same draws at every grid."""
+        return torch.Generator().manual_seed(self.seed)
 
     def save_grid(self, images: torch.Tensor, columns: int, path: Path) -> None:
         if images.shape[-1] < self.min_tile:  # small images (8x8, 16x16 digits) are enlarged to be readable
@@ -82,38 +66,15 @@ class SampleGrid(Callback):
                 image = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1)
                 logger.experiment.add_image(key, image, step)
 
-    def grid(self, module, datamodule) -> tuple[torch.Tensor, int]:
-        """(images, columns): a conditional model shows every class in a row of its own; a translation model one
-        validation input per row, followed by what the model makes of it (`module.grid_columns`)."""
-        if hasattr(module, "grid_columns"):
-            return self.translation_grid(module, datamodule)
-        generator = torch.Generator().manual_seed(self.seed)
-        classes = getattr(module, "num_classes", None)
-        if classes:
-            columns = max(1, self.size // classes)
-            samples = module.sample(generator=generator, y=torch.arange(classes).repeat_interleave(columns))
-        else:
-            columns, samples = max(1, round(self.size**0.5)), module.sample(self.size, generator=generator)
-        return samples["x"].float().cpu(), columns
-
-    def translation_grid(self, module, datamodule) -> tuple[torch.Tensor, int]:
-        rows = max(1, round(self.size**0.5))
-        inputs = {k: from_uint8(v) if v.dtype == torch.uint8 else v
-                  for k, v in datamodule.eval_tensors("val", limit=rows).items()}
-        columns = [c.float().cpu() for c in module.grid_columns(inputs)]
-        channels = max(c.shape[1] for c in columns)
-        columns = [c.expand(-1, channels, -1, -1) for c in columns]  # grayscale inputs beside colour outputs
-        return torch.stack(columns, dim=1).flatten(0, 1), len(columns)
-
-    def _scatter(self, trainer, module, path: Path) -> None:
+    def scatter(self, datamodule, module, path: Path) -> None:
         """2-D data: generated points over real points, the way mode-collapse papers show them."""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        real = trainer.datamodule.dataset("val")[: self.toy_points][0].cpu().numpy()
-        fake = module.sample(self.toy_points, generator=torch.Generator().manual_seed(self.seed))["x"].cpu().numpy()
+        real = datamodule.dataset("val")[: self.toy_points][0].cpu().numpy()
+        fake = module.sample(self.toy_points, generator=self.generator())["x"].cpu().numpy()
         fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
         ax.scatter(real[:, 0], real[:, 1], s=2, c="0.7", label="real")
         ax.scatter(fake[:, 0], fake[:, 1], s=2, c="tab:blue", label="generated")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import numbers
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, ClassVar, Iterator, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
@@ -31,6 +31,9 @@ class GANDataModule(pl.LightningDataModule):
     (val, test, the classifier backbone's training data) stays whole.
     """
 
+    served_fields: ClassVar[tuple[str, ...]] = ("x",)  # the fields of a training batch, besides the labels `y`
+    labels_in_batch: ClassVar[bool] = True  # whether a labelled run's batches carry `y`
+
     def __init__(self, name: str, shape: Sequence[int], num_classes: int | None, batch_size: int,
                  num_workers: int = 0, seed: int = 0, train_limit: int | float | None = None, backbone: str = "inception"):
         super().__init__()
@@ -47,6 +50,21 @@ class GANDataModule(pl.LightningDataModule):
         self._datasets: dict[str, Dataset] = {}
         self.minibatches_consumed = 0  # position of the training stream, checkpointed with the datamodule
         self.minibatches_per_item = 1
+
+    @classmethod
+    def fields_served(cls, num_classes: int | None) -> tuple[str, ...]:
+        """The named fields of a training batch, for a run with `num_classes` (None: unlabelled); what a model's kind
+        needs is checked against them before training (gan.kinds.check_fields)."""
+        return cls.served_fields + (("y",) if num_classes is not None and cls.labels_in_batch else ())
+
+    @property
+    def batch_fields(self) -> tuple[str, ...]:
+        return self.fields_served(self.num_classes)
+
+    def settings_from_data(self) -> dict:
+        """data.<key> values the data itself determines, known after `setup` (the number of domain folders): where the
+        config leaves one null, the run takes it from here (gan.train.build), so the model is sized by the data."""
+        return {}
 
     def load_split(self, split: str) -> Dataset:
         """Read one split from disk (or memory) as a Dataset of (x, y) pairs."""
@@ -100,7 +118,7 @@ class GANDataModule(pl.LightningDataModule):
         each domain from a stream of its own seed offset."""
         trainer = self.trainer
         module = trainer.lightning_module if trainer is not None else None
-        self.minibatches_per_item = int(getattr(module, "batches_per_iteration", 1))
+        self.minibatches_per_item = 1 if module is None else module.batches_per_iteration
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         subset = self.train_indices(split_size)
         return InfiniteBatchSampler(split_size if subset is None else len(subset), self.batch_size,

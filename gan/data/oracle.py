@@ -46,6 +46,8 @@ def oracle_samples(oracle: LSTMGenerator, n: int, seed: int, chunk: int = 1000) 
 class OracleDataModule(GANDataModule):
     """The oracle's sequences as three splits; `self.oracle` is the oracle LSTM the metrics score samples with."""
 
+    served_fields, labels_in_batch = ("tokens",), False
+
     def __init__(self, name: str, shape: Sequence[int], num_classes: int | None, batch_size: int,
                  num_workers: int = 0, seed: int = 0, train_limit: int | float | None = None, backbone: str = "oracle",
                  vocab_size: int = 5000, seq_len: int = 20, embed_dim: int = 32, hidden_dim: int = 32,

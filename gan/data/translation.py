@@ -136,6 +136,7 @@ class TranslationDataModule(ImageDataModule):
     """Image-to-image data: `load_split` returns Records; batches are `train_fields`; `eval_tensors` serves the metrics."""
 
     train_fields: tuple[str, ...] = ()
+    labels_in_batch = False  # labels are for evaluation only (eval_tensors)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -175,6 +176,7 @@ class PairedDataModule(TranslationDataModule):
     """Aligned pairs: batches {"a": source, "b": target}; `direction=BtoA` swaps the two. eval: a, b, label."""
 
     train_fields = ("a", "b")
+    served_fields = ("a", "b", "paired")  # "paired": a[i] and b[i] show the same content (what pix2pix needs)
 
     def __init__(self, *args, direction: str = "AtoB", **kwargs):
         super().__init__(*args, **kwargs)
@@ -194,7 +196,7 @@ class AttributeDataModule(TranslationDataModule):
     Subclasses set `attribute_names` (K names, in the order of the attrs columns) when they read their data.
     """
 
-    train_fields = ("x", "attrs")
+    train_fields = served_fields = ("x", "attrs")
     attribute_names: list[str]
 
     def __init__(self, *args, num_attributes: int | None = None, **kwargs):
@@ -208,6 +210,9 @@ class AttributeDataModule(TranslationDataModule):
                             f"{self.num_attributes} attributes or domains ({', '.join(self.attribute_names)}). Set "
                             f"data.num_attributes={self.num_attributes}: the networks are sized by it.")
 
+    def settings_from_data(self) -> dict:
+        return {"num_attributes": self.num_attributes}
+
     @property
     def num_attributes(self) -> int:
         self.dataset("train")  # attribute names are known once the data has been read
@@ -220,6 +225,8 @@ class UnpairedDataModule(TranslationDataModule):
     `dataset(split)` is domain B (the target), carrying domain A as its `domain_a`; `domains(split)` gives both.
     eval: a, b, a_label, b_label.
     """
+
+    served_fields = ("a", "b", "unpaired")  # "unpaired": two domains of any sizes, labelled per domain (CycleGAN)
 
     def load_domains(self, split: str) -> tuple[Records, Records]:
         raise NotImplementedError

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,18 +12,17 @@ import torch
 import torch_fidelity
 
 from gan.errors import UserError
+from gan.kinds import EvalRequest, kind_of
 from gan.metrics import scores
 from gan.metrics.backbone import Backbone, build_backbone, resolve_backbone
 from gan.metrics.distributed import gather_rows, rank_and_world_size, rank_zero_first
 from gan.metrics.memorization import memorization_summary, nearest_distances
-from gan.metrics.ppl import (CLASSIFIER_DISTANCE, LPIPS_DISTANCE, classifier_distance, lpips_distance,
-                             perceptual_path_length)
-from gan.metrics.quantize import from_uint8, to_uint8
+from gan.metrics.quantize import to_uint8
 from gan.metrics.real_data import load_tensors
 from gan.metrics.reference import Reference, load_reference, reference_key
 from gan.metrics.toy import NUM_SAMPLES as TOY_NUM_SAMPLES
 from gan.metrics.toy import toy_metrics
-from gan.metrics.translation import REF_REAL, Judges, evaluate_translation, partner_split
+from gan.metrics.translation import REF_REAL, Judges, partner_split
 from gan.storage import cache_key, save_json
 
 METRICS = ("fid", "is", "kid", "pr", "memorization", "ppl")
@@ -105,58 +103,25 @@ class Evaluator:
                                                    self.cache_dir, self.batch_size)
         return self._references[key]
 
+    def judges(self) -> Judges:
+        """The classifiers and feature spaces of the image-to-image metrics (gan.metrics.translation), built once."""
+        if self._judges is None:
+            self._judges = Judges(self.datamodule, lambda: self.backbone, self.cache_dir, self.classifier_hparams,
+                                  self.batch_size, self.device)
+        return self._judges
+
     # ---- generation -------------------------------------------------------------------------------
     def evaluate(self, module, split: str = "val", seed: int | None = None, ema: bool | None = None,
                  ckpt: str | None = None, num_samples: int | None = None, keep_samples: bool = False,
                  truncation_psi: float = 1.0, truncation_cutoff: int | None = None) -> Evaluation:
-        """Draw this rank's share of `num_samples` fresh samples from `module` and score them against `split`.
-
-        The real side uses up to the same number of images of `split` (fewer when the split is smaller).
-        `truncation_psi` != 1: samples with the truncation trick (models whose `sample` takes it), recorded.
-        """
-        seed = self.seed if seed is None else int(seed)
-        num_samples = self.num_samples if num_samples is None or self.toy else int(num_samples)
-        if getattr(module, "text", False):
-            return self._evaluate_text(module, split, seed, ckpt, num_samples, keep_samples)
-        truncation = truncation_options(module, truncation_psi, truncation_cutoff)
-        ppl = self._path_length(module, seed, num_samples, ema) if "ppl" in self.names else None
-        if getattr(module, "translation", None):
-            return self._evaluate_translation(module, split, seed, ckpt, num_samples, keep_samples)
-        rank, world_size = rank_and_world_size()
-        n_local = num_samples // world_size + (rank < num_samples % world_size)
-        fake, labels = generate(module, n_local, sample_seed(seed, rank), self.batch_size, ema, **truncation)
-        used_ema = getattr(module, "ema_generator", None) is not None and ema is not False
-        context = {"ckpt": None if ckpt is None else str(ckpt), "g_iter": int(getattr(module, "g_iter", 0)),
-                   "ema": used_ema, "truncation_psi": float(truncation.get("truncation_psi", 1.0)),
-                   "truncation_cutoff": truncation.get("truncation_cutoff"),
-                   **getattr(module, "sampling_context", dict)()}  # ProGAN: the resolution and alpha sampled at
-        evaluation = self.score(fake, split, seed, context, num_real=num_samples)
-        if ppl is not None:
-            evaluation.values.update(ppl[0])
-            evaluation.provenance.update(ppl[1])
-        if hasattr(module, "likelihood_values"):  # likelihood models (VAE): bounds on log p(x) of the split's images
-            values, provenance = module.likelihood_values(self.datamodule, split, seed)
-            evaluation.values.update(values)
-            evaluation.provenance.update(provenance)
-        if keep_samples:
-            evaluation.samples = gather_rows(fake, self.device)
-            evaluation.labels = None if labels is None else gather_rows(labels, self.device)
-        return evaluation
-
-    def _path_length(self, module, seed: int, num_samples: int, ema: bool | None):
-        """Perceptual path length (gan.metrics.ppl) of a style-based generator: LPIPS-VGG16 distances with the
-        inception backbone (as the papers), the classifier's features with the classifier backbone (offline);
-        every rank computes the same value from the same pairs."""
-        if not hasattr(module, "style_generator"):
-            raise UserError(f"ppl (perceptual path length) walks the latent space of a generator with a mapping "
-                            f"network (model=stylegan or stylegan2); model {getattr(module, 'name', '?')} has none. "
-                            f"Drop ppl from the metrics for this model.")
-        if self.backbone_name == "classifier":
-            distance, name = classifier_distance(self.backbone.extractor.net), CLASSIFIER_DISTANCE
-        else:
-            distance, name = lpips_distance(self.device), LPIPS_DISTANCE
-        return perceptual_path_length(module.style_generator(ema), distance, num_samples, sample_seed(seed, 0),
-                                      batch_size=self.batch_size, device=self.device, distance_name=name)
+        """Score `module` on `split` with the evaluation suite of its kind (gan.kinds): for a generator, this rank's
+        share of `num_samples` fresh samples against up to as many real images of `split`.
+        `truncation_psi` != 1: samples with the truncation trick (models that offer it), recorded."""
+        request = EvalRequest(split=split, seed=self.seed if seed is None else int(seed),
+                              num_samples=self.num_samples if num_samples is None or self.toy else int(num_samples),
+                              ema=ema, ckpt=ckpt, keep_samples=keep_samples, truncation_psi=truncation_psi,
+                              truncation_cutoff=truncation_cutoff)
+        return kind_of(module).evaluate(self, module, request)
 
     # ---- scoring ----------------------------------------------------------------------------------
     def score(self, fake: torch.Tensor, split: str, seed: int, context: dict[str, Any] | None = None,
@@ -167,45 +132,17 @@ class Evaluator:
             values, provenance, distributions = self._score_toy(fake, split, num_real)
         else:
             values, provenance, distributions = self._score_images(fake, split, seed, num_real)
-        provenance.update(self._run_provenance(split, seed, list(TOY_VALUES) if self.toy else self.names))
+        provenance.update(self.run_provenance(split, seed, list(TOY_VALUES) if self.toy else self.names))
         provenance.update(context or {})
         return Evaluation(values, provenance, distributions)
 
-    def _run_provenance(self, split: str, seed: int, metrics: list[str]) -> dict[str, Any]:
+    def run_provenance(self, split: str, seed: int, metrics: list[str]) -> dict[str, Any]:
         return {
             "dataset": self.datamodule.name, "split": split, "seed": seed, "metrics": metrics,
             "world_size": rank_and_world_size()[1], "torch_fidelity": torch_fidelity.__version__,
             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "ckpt": None, "g_iter": None, "ema": None,  # what was evaluated: filled in by `evaluate` (context)
         }
-
-    def _evaluate_translation(self, module, split: str, seed: int, ckpt: str | None, num_samples: int,
-                              keep_samples: bool) -> Evaluation:
-        """An image-to-image model (gan.metrics.translation): its own values, each with real and identity rows."""
-        if self._judges is None:
-            self._judges = Judges(self.datamodule, lambda: self.backbone, self.cache_dir, self.classifier_hparams,
-                                  self.batch_size, self.device)
-        values, provenance, arrays = evaluate_translation(module, self._judges, split, seed,
-                                                          sample_seed(seed, rank_and_world_size()[0]), num_samples)
-        provenance.update({**self._run_provenance(split, seed, provenance["metrics"]),
-                           "ckpt": None if ckpt is None else str(ckpt), "g_iter": int(getattr(module, "g_iter", 0))})
-        evaluation = Evaluation(values, provenance)
-        if keep_samples:
-            main = arrays.get("translations", arrays.get("translations_ab"))
-            evaluation.samples, evaluation.arrays = from_uint8(main), arrays
-            evaluation.labels = arrays.get("labels", arrays.get("labels_ab"))
-        return evaluation
-
-    def _evaluate_text(self, module, split: str, seed: int, ckpt: str | None, num_samples: int,
-                       keep_samples: bool) -> Evaluation:
-        """A text model on oracle data (gan.metrics.text): NLL_oracle and NLL_test, each with its real-data row."""
-        from gan.metrics.text import evaluate_text
-
-        values, provenance, fake = evaluate_text(module, self.datamodule, split, sample_seed(seed, 0), num_samples,
-                                                 self.batch_size, self.device)
-        provenance.update({**self._run_provenance(split, seed, ["nll_oracle", "nll_test"]),
-                           "ckpt": None if ckpt is None else str(ckpt), "g_iter": int(getattr(module, "g_iter", 0))})
-        return Evaluation(values, provenance, samples=fake if keep_samples else None)
 
     def _score_images(self, fake: torch.Tensor, split: str, seed: int, num_real: int):
         features = self.backbone.features(fake, self.batch_size)
@@ -333,18 +270,6 @@ class Evaluator:
 def sample_seed(seed: int, rank: int) -> int:
     """Distinct sample streams per rank and per evaluation seed."""
     return int(seed) * 1_000_003 + int(rank)
-
-
-def truncation_options(module, psi, cutoff) -> dict[str, Any]:
-    """`module.sample`'s keyword arguments for the truncation trick: none for psi = 1; a UserError for a model
-    whose `sample` has no truncation (it has no mapping network and no mean w to truncate towards)."""
-    if isinstance(psi, (int, float)) and not isinstance(psi, bool) and psi == 1:
-        return {}
-    if "truncation_psi" not in inspect.signature(module.sample).parameters:
-        raise UserError(f"truncation={psi}: the truncation trick pulls a style-based generator's w towards its mean "
-                        f"(model=stylegan, stylegan2); model {getattr(module, 'name', type(module).__name__)} has "
-                        f"no mapping network. Leave truncation at 1 for this model.")
-    return {"truncation_psi": psi, "truncation_cutoff": cutoff}
 
 
 @torch.no_grad()

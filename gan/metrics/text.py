@@ -1,4 +1,4 @@
-"""Likelihood metrics of SeqGAN's synthetic benchmark (Yu et al. 2017), for models with `module.text`.
+"""Likelihood metrics of SeqGAN's synthetic benchmark (Yu et al. 2017), for models of kind `tokens` (gan.kinds.tokens).
 
 - nll_oracle: the oracle's mean per-token negative log-likelihood (nats) of N fresh generated sequences, the paper's
   metric (lower is better; published: random 10.310, MLE 9.038, SeqGAN 8.736 at vocabulary 5,000);

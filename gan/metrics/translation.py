@@ -1,5 +1,7 @@
 """Image-to-image translation metrics (pix2pix, CycleGAN, StarGAN), each next to its real and identity reference rows.
 
+The suites of the three kinds of translation model are gan.kinds.translation's; the pieces they use are here.
+
 What is measured, on a fixed subset of `num_samples` records of a split (`datamodule.eval_tensors`):
 
 - paired (pix2pix): `l1`, `psnr`, `ssim` of the translations G(a) against the ground truth b; `fid` of G(a) against
@@ -55,13 +57,6 @@ from gan.metrics.quantize import from_uint8, to_uint8
 from gan.metrics.real_data import KNOWN_NUM_CLASSES
 from gan.storage import sha256_file, sha256_tensors
 
-KINDS = ("paired", "unpaired", "attributes")
-# The fields of `eval_tensors` each kind of model reads.
-FIELDS = {"paired": ("a", "b", "label"), "unpaired": ("a", "b", "a_label", "b_label"),
-          "attributes": ("x", "attrs", "label")}
-VALUE_KEYS = {"paired": ("l1", "psnr", "ssim", "fid", "class_accuracy"),
-              "unpaired": ("fid_ab", "fid_ba", "class_accuracy_ab", "class_accuracy_ba", "cycle_l1"),
-              "attributes": ("attribute_accuracy", "class_accuracy", "cycle_l1", "fid")}
 REF_REAL, REF_IDENTITY = "ref_real", "ref_identity"
 DATA_RANGE = 2.0  # PSNR and SSIM on [-1, 1] images
 FLIP_PROBABILITY = 0.5  # of each attribute, for the target vectors
@@ -265,9 +260,9 @@ def rank_share(n: int) -> slice:
 
 
 @contextlib.contextmanager
-def private_rng(module, seed: int) -> Iterator[None]:
-    """The model's own randomness (dropout) from `seed`, leaving the training streams untouched."""
-    device = torch.device(getattr(module, "device", "cpu"))
+def private_rng(device: torch.device, seed: int) -> Iterator[None]:
+    """The model's own randomness (dropout) on `device` from `seed`, leaving the training streams untouched."""
+    device = torch.device(device)
     devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(int(seed))
@@ -276,177 +271,21 @@ def private_rng(module, seed: int) -> Iterator[None]:
 
 @torch.no_grad()
 def translate(fn: Callable[..., torch.Tensor], images: torch.Tensor, *conditions: torch.Tensor,
-              batch_size: int = 250, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 translations [N, C, H, W] of all `images` (uint8): this rank translates its share, then all are gathered."""
+              batch_size: int = 250, device: torch.device | str = "cpu",
+              out_shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    """uint8 outputs [N, *out_shape] of `fn` on all `images` (uint8): this rank translates its share, then all are
+    gathered. `out_shape` [C, H, W] is what the kind expects of an output (default: the input's shape)."""
     share = rank_share(len(images))
     mine = images[share]
+    out_shape = tuple(images.shape[1:] if out_shape is None else out_shape)
     parts = []
     for start in range(0, len(mine), batch_size):
         chunk = slice(start, start + batch_size)
         out = fn(from_uint8(mine[chunk]), *(c[share][chunk] for c in conditions))
-        if out.shape != mine[chunk].shape:
+        if out.shape != (len(mine[chunk]), *out_shape):
             raise UserError(f"The model's translate() returned images of shape {tuple(out.shape)} for inputs of shape "
-                            f"{tuple(mine[chunk].shape)}: a translation must keep the batch size and the data's image "
-                            f"shape [C, H, W] = {list(mine.shape[1:])}.")
+                            f"{tuple(mine[chunk].shape)}: its outputs must keep the batch size and have the shape "
+                            f"[C, H, W] = {list(out_shape)}.")
         parts.append(to_uint8(out.detach().float().cpu()))
-    local = torch.cat(parts) if parts else torch.empty((0, *images.shape[1:]), dtype=torch.uint8)
+    local = torch.cat(parts) if parts else torch.empty((0, *out_shape), dtype=torch.uint8)
     return gather_rows(local, device)
-
-
-# ---- the three kinds ------------------------------------------------------------------------------------------------
-def paired_values(out: torch.Tensor, data: dict[str, torch.Tensor], judges: Judges, split: str) -> dict[str, float]:
-    """pix2pix's values of outputs `out` (uint8) of the records `data` (a, b, label)."""
-    b, n = data["b"], len(data["b"])
-    values = {"l1": mean(pixel_l1(out, b)), "psnr": mean(psnr(out, b)), "ssim": mean(ssim(out, b)),
-              "fid": frechet(judges.features("b", out), judges.real_features("b", split, "b", n))}
-    if labels_known(data["label"]):
-        values["class_accuracy"] = class_accuracy(judges.target_classes().logits(out, judges.batch_size), data["label"])
-    return values
-
-
-def unpaired_values(ab: torch.Tensor, ba: torch.Tensor, aba: torch.Tensor, bab: torch.Tensor,
-                    data: dict[str, torch.Tensor], judges: Judges, split: str) -> dict[str, float]:
-    """CycleGAN's values of G(a) = `ab`, F(b) = `ba` and their round trips `aba`, `bab` (all uint8)."""
-    a, b = data["a"], data["b"]
-    values = {"fid_ab": frechet(judges.features("b", ab), judges.real_features("b", split, "b", len(b))),
-              "fid_ba": frechet(judges.features("a", ba), judges.real_features("a", split, "a", len(a)))}
-    if labels_known(data["a_label"]) and labels_known(data["b_label"]):
-        values["class_accuracy_ab"] = class_accuracy(judges.target_classes().logits(ab, judges.batch_size), data["a_label"])
-        values["class_accuracy_ba"] = class_accuracy(judges.domain_a_classes().logits(ba, judges.batch_size), data["b_label"])
-    values["cycle_l1"] = (mean(pixel_l1(aba, a)) + mean(pixel_l1(bab, b))) / 2
-    return values
-
-
-def attribute_values(out: torch.Tensor, back: torch.Tensor, targets: torch.Tensor, data: dict[str, torch.Tensor],
-                     judges: Judges, split: str) -> dict[str, float]:
-    """StarGAN's values of outputs `out` (uint8) with `targets` attributes and `back`, `out` translated to the source's."""
-    x, n = data["x"], len(data["x"])
-    values = {"attribute_accuracy": attribute_accuracy(judges.attributes().logits(out, judges.batch_size), targets)}
-    if labels_known(data["label"]):
-        values["class_accuracy"] = class_accuracy(judges.target_classes().logits(out, judges.batch_size), data["label"])
-    values["cycle_l1"] = mean(pixel_l1(back, x))
-    values["fid"] = frechet(judges.features("b", out), judges.real_features("b", partner_split(split), "x", n))
-    return values
-
-
-def reference_rows(kind: str, data: dict[str, torch.Tensor], judges: Judges, split: str, seed: int) -> dict[str, float]:
-    """`ref_real/<key>` (real target images) and `ref_identity/<key>` (output = input) of the same records."""
-    partner = partner_split(split)
-    real: dict[str, float] = {}
-    if kind == "paired":
-        identity = paired_values(data["a"], data, judges, split)
-        real["fid"] = frechet(judges.real_features("b", split, "b", len(data["b"])),
-                              judges.real_features("b", partner, "b", len(data["b"])))
-        if labels_known(data["label"]):
-            real["class_accuracy"] = class_accuracy(judges.target_classes().logits(data["b"], judges.batch_size), data["label"])
-    elif kind == "unpaired":
-        a, b = data["a"], data["b"]
-        identity = unpaired_values(a, b, a, b, data, judges, split)
-        real["fid_ab"] = frechet(judges.real_features("b", split, "b", len(b)), judges.real_features("b", partner, "b", len(b)))
-        real["fid_ba"] = frechet(judges.real_features("a", split, "a", len(a)), judges.real_features("a", partner, "a", len(a)))
-        if "class_accuracy_ab" in identity:
-            real["class_accuracy_ab"] = class_accuracy(judges.target_classes().logits(b, judges.batch_size), data["b_label"])
-            real["class_accuracy_ba"] = class_accuracy(judges.domain_a_classes().logits(a, judges.batch_size), data["a_label"])
-    else:
-        x = data["x"]
-        identity = attribute_values(x, x, target_attributes(data["attrs"], seed), data, judges, split)
-        real["attribute_accuracy"] = attribute_accuracy(judges.attributes().logits(x, judges.batch_size), data["attrs"])
-        if labels_known(data["label"]):
-            real["class_accuracy"] = class_accuracy(judges.target_classes().logits(x, judges.batch_size), data["label"])
-        real["fid"] = frechet(judges.real_features("b", split, "x", len(x)), judges.real_features("b", partner, "x", len(x)))
-    return {**{f"{REF_REAL}/{k}": v for k, v in real.items()}, **{f"{REF_IDENTITY}/{k}": v for k, v in identity.items()}}
-
-
-def check_data(kind: str, data: dict[str, torch.Tensor], datamodule) -> None:
-    missing = [name for name in FIELDS[kind] if name not in data]
-    if missing:
-        wanted = {"paired": "PairedDataModule", "unpaired": "UnpairedDataModule", "attributes": "AttributeDataModule"}[kind]
-        raise UserError(f"This {kind} translation model needs {kind} data (a {wanted}, fields {', '.join(FIELDS[kind])}), "
-                        f"but dataset '{datamodule.name}' gives {', '.join(data) or 'no fields'}. Use a data config that "
-                        f"fits the model, e.g. data=digits_edges (paired), digits_styles (unpaired), digits_attributes.")
-
-
-def evaluate_translation(module, judges: Judges, split: str, seed: int, stream_seed: int,
-                         num_samples: int) -> tuple[dict[str, float], dict[str, Any], dict[str, torch.Tensor]]:
-    """(values with their reference rows, provenance, arrays for the samples file) of a translation model.
-
-    `seed` draws the attribute targets (the same on every rank); `stream_seed` (per rank) the model's own randomness.
-    """
-    kind = getattr(module, "translation", None)
-    if kind not in KINDS:
-        raise UserError(f"module.translation={kind!r}: expected one of {', '.join(KINDS)}.")
-    dm = judges.datamodule
-    if not hasattr(dm, "eval_tensors"):
-        raise UserError(f"This {kind} translation model needs image-to-image data, but dataset '{dm.name}' is not one "
-                        f"(no eval_tensors). Use e.g. data=digits_edges, digits_styles or digits_attributes.")
-    data = dm.eval_tensors(split, int(num_samples))
-    check_data(kind, data, dm)
-    run = {"batch_size": judges.batch_size, "device": judges.device}
-    arrays: dict[str, torch.Tensor] = {}
-    with private_rng(module, stream_seed):
-        if kind == "paired":
-            out = translate(module.translate, data["a"], **run)
-            values = paired_values(out, data, judges, split)
-            arrays = {"translations": out, "inputs": data["a"], "targets": data["b"], "labels": data["label"]}
-        elif kind == "unpaired":
-            ab = translate(lambda x: module.translate(x, "ab"), data["a"], **run)
-            ba = translate(lambda x: module.translate(x, "ba"), data["b"], **run)
-            aba = translate(lambda x: module.translate(x, "ba"), ab, **run)
-            bab = translate(lambda x: module.translate(x, "ab"), ba, **run)
-            values = unpaired_values(ab, ba, aba, bab, data, judges, split)
-            arrays = {"translations_ab": ab, "inputs_ab": data["a"], "labels_ab": data["a_label"],
-                      "translations_ba": ba, "inputs_ba": data["b"], "labels_ba": data["b_label"]}
-        else:
-            targets = target_attributes(data["attrs"], seed)
-            out = translate(module.translate, data["x"], targets, **run)
-            back = translate(module.translate, out, data["attrs"], **run)
-            values = attribute_values(out, back, targets, data, judges, split)
-            arrays = {"translations": out, "inputs": data["x"], "labels": data["label"], "target_attrs": targets,
-                      "source_attrs": data["attrs"]}
-    reference_key = (kind, split, int(num_samples), int(seed))
-    if reference_key not in judges.references:
-        judges.references[reference_key] = reference_rows(kind, data, judges, split, seed)
-    values.update(judges.references[reference_key])
-    return values, provenance(kind, module, data, judges, split, values), arrays
-
-
-def provenance(kind: str, module, data: dict[str, torch.Tensor], judges: Judges, split: str,
-               values: dict[str, float]) -> dict[str, Any]:
-    space = judges.space("b")
-    images = data["x"] if kind == "attributes" else data["b"]
-    p: dict[str, Any] = {
-        **space.provenance(), "image_size": int(judges.datamodule.shape[-1]), "translation": kind,
-        "metrics": [k for k in VALUE_KEYS[kind] if k in values],
-        "num_fake": len(data["a"] if kind != "attributes" else data["x"]), "num_real": len(images),
-        "pixel_metrics": f"uint8-quantised outputs in [-1, 1]; L1 mean abs; torchmetrics PSNR/SSIM per image, "
-                         f"data_range {DATA_RANGE}, averaged",
-        "ref_real_fid": f"{split} vs {partner_split(split)} (real target images, as many as evaluated)",
-    }
-    if kind == "unpaired":
-        p.update(num_records_a=len(data["a"]), num_records_b=len(data["b"]))
-        space_a = judges.space("a")
-        p["fid_ba_space"] = {"backbone": space_a.name, "weights_sha256": space_a.weights_sha256,
-                             "domain": "A" if space_a is not space else "B (the dataset's backbone)"}
-    if kind == "attributes":
-        judge = judges.attributes()
-        names = list(getattr(judges.datamodule, "attribute_names", None) or range(data["attrs"].shape[1]))
-        p.update(fid_reference=f"{partner_split(split)} split's real images", attribute_names=[str(n) for n in names],
-                 attribute_flip_probability=FLIP_PROBABILITY, attribute_classifier_sha256=judge.weights_sha256,
-                 attribute_classifier_test_accuracy=round(judge.test_accuracy, 5),
-                 attribute_classifier_attribute_accuracy={str(n): round(a, 5) for n, a in
-                                                          zip(names, judge.attribute_accuracy or [])})
-    if any(k.startswith("class_accuracy") for k in values):
-        judge = judges.target_classes()
-        p.update(class_classifier_sha256=judge.weights_sha256, class_classifier_test_accuracy=round(judge.test_accuracy, 5))
-        if kind == "unpaired":
-            judge_a = judges.domain_a_classes()
-            p.update(class_classifier_a_sha256=judge_a.weights_sha256,
-                     class_classifier_a_test_accuracy=round(judge_a.test_accuracy, 5))
-    smallest = min(len(data[name]) for name in ("a", "b", "x") if name in data)
-    feature_dim = int(judges.real_features("b", split, "x" if kind == "attributes" else "b", len(images)).shape[1])
-    if smallest <= feature_dim:
-        p["fid_warning"] = (f"{smallest} samples for {feature_dim}-d features: the covariances are singular, so FID "
-                            f"is only a rough guide here (read it against its ref_real row)")
-    if hasattr(module, "eval_dropout"):
-        p["eval_dropout"] = bool(module.eval_dropout)
-    return p

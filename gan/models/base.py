@@ -11,6 +11,7 @@ D's outputs on real images (`record_critic`) every `ada_interval` iterations and
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Sequence
 
 import torch
@@ -20,6 +21,26 @@ from gan.augment import AdaptiveAugment, make_augment
 from gan.errors import UserError, check_betas, non_negative, positive_float, positive_int
 from gan.losses import get_loss, get_regularizer
 from gan.models.core import AdversarialModule, Batch, Phase, Player, lr_schedule
+
+
+AUGMENT_SETTINGS = ("augment", "augment_policy", "ada_target", "ada_interval", "ada_kimg", "ada_transforms")
+
+
+def augment_only(model: str, settings: dict) -> dict:
+    """The settings a model with a loss of its own (ProGAN, StyleGAN) passes on to GANModule: augmentation only. Any
+    other GANModule setting (a regulariser, packing, a loss) is one such a model does not honour, so it is refused;
+    a key GANModule does not know either is left to Python's own error (which gan.train turns into the list of keys)."""
+    known = set(inspect.signature(GANModule.__init__).parameters)
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise TypeError(f"__init__() got an unexpected keyword argument '{unknown[0]}'")
+    other = sorted(set(settings) - set(AUGMENT_SETTINGS))
+    if other:
+        raise UserError(f"model={model} does not honour model.{', model.'.join(other)}: it trains with its own loss "
+                        f"and regularisation (see conf/model/{model}.yaml for the settings it has), and of the shared "
+                        f"GAN settings it takes only the augmentation ones ({', '.join(AUGMENT_SETTINGS)}). Remove "
+                        f"the override, or use a model that has the option (model=dcgan, wgan_gp, sngan, ...).")
+    return settings
 
 
 class GANModule(AdversarialModule):
@@ -90,6 +111,10 @@ class GANModule(AdversarialModule):
              Player("discriminator", ("discriminator",), d_optimizer, positive_float("model.d_lr", d_lr), betas,
                     lr_factor=decay)],
             phases)
+
+    @property
+    def kind(self) -> str:
+        return "conditional" if self.conditional else "image"
 
     # ---- sampling ---------------------------------------------------------------------------------
     def noise(self, n: int) -> Tensor:

@@ -57,6 +57,8 @@ def threshold_of_psi(psi: float) -> float | None:
 
 
 class BigGAN(GANModule):
+    sampling_options = frozenset({"truncation"})
+
     def __init__(self, generator: nn.Module, *args, ortho_weight: float, ema_start: int, arch: str | None = "biggan",
                  **kwargs):
         """GANModule's settings (conf/model/biggan.yaml holds the paper's values) with projection conditioning, plus

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, ClassVar, Mapping, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -64,9 +64,13 @@ class Phase:
 
 
 class AdversarialModule(pl.LightningModule):
-    """Runs a model's phases; subclasses build networks, call `schedule(players, phases)` and define `sample`."""
+    """Runs a model's phases; subclasses build networks, call `schedule(players, phases)`, declare their `kind` and
+    provide what that kind calls (its protocol in gan.kinds: `sample`, `translate`, ...)."""
 
-    def __init__(self, seed: int = 0, log_every: int = 25, compile: bool = False, channels_last: bool = False):
+    kind: ClassVar[str]  # the task kind (gan.kinds): how the framework evaluates and shows the model
+    sampling_options: ClassVar[frozenset[str]] = frozenset()  # "truncation", "path_length" (gan.kinds.image)
+
+    def __init__(self, seed: int, log_every: int, compile: bool, channels_last: bool):
         super().__init__()
         self.automatic_optimization = False
         self.log_every = positive_int("model.log_every", log_every)
@@ -114,6 +118,18 @@ class AdversarialModule(pl.LightningModule):
     def sample(self, n: int, generator: torch.Generator | None = None, ema: bool | None = None, **inputs) -> dict:
         """Fresh samples as named fields (at least `x`), what sample grids show and the evaluator scores."""
         raise NotImplementedError
+
+    def uses_ema(self, ema: bool | None) -> bool:
+        """Whether `sample(ema=ema)` draws from an EMA copy: by default (None) whenever a player keeps one."""
+        return ema is not False and any(player.ema for player in self.players.values())
+
+    def sampling_context(self) -> dict:
+        """What the samples depend on besides the weights, recorded with every evaluation (ProGAN: resolution, alpha)."""
+        return {}
+
+    def extra_grids(self, generator: torch.Generator, size: int) -> dict[str, tuple[Tensor, int]]:
+        """The model's own grids beside the samples: name -> (images, columns) (StyleGAN: style mixing)."""
+        return {}
 
     def after_step(self, phase: Phase) -> None:
         """Hook after each optimiser step of a phase (WGAN clips its critic's weights here)."""

@@ -45,7 +45,7 @@ class ImagePool:
 
 
 class CycleGAN(TranslationModule):
-    translation = "unpaired"
+    kind = "unpaired"
 
     def __init__(self, g_ab: nn.Module, g_ba: nn.Module, d_a: nn.Module, d_b: nn.Module, g_optimizer: Callable,
                  d_optimizer: Callable, name: str, g_lr: float, d_lr: float, betas: Sequence[float] | None,

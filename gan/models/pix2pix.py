@@ -14,7 +14,7 @@ from gan.models.translation import TranslationModule
 
 
 class Pix2Pix(TranslationModule):
-    translation = "paired"
+    kind = "paired"
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, g_optimizer: Callable, d_optimizer: Callable,
                  name: str, g_lr: float, d_lr: float, betas: Sequence[float] | None, l1_weight: float,

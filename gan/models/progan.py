@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from gan.errors import UserError, non_negative, positive_int
 from gan.losses import gradient_penalty
-from gan.models.base import GANModule
+from gan.models.base import GANModule, augment_only
 from gan.models.core import Batch
 from gan.nets.progan import lerp, upsample
 
@@ -41,7 +41,8 @@ class ProGAN(GANModule):
                  log_every: int, seed: int, compile: bool, channels_last: bool, **augment):
         super().__init__(generator, discriminator, g_optimizer, d_optimizer, latent_dim, name=name, g_lr=g_lr,
                          d_lr=d_lr, betas=betas, loss="wasserstein", n_critic=n_critic, ema_decay=ema_decay,
-                         log_every=log_every, seed=seed, compile=compile, channels_last=channels_last, **augment)
+                         log_every=log_every, seed=seed, compile=compile, channels_last=channels_last,
+                         **augment_only(name, augment))
         self.gp_weight = non_negative("model.gp_weight", gp_weight)
         self.drift_weight = non_negative("model.drift_weight", drift_weight)
         self.fade_images = positive_int("model.fade_images", fade_images)

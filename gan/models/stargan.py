@@ -16,7 +16,7 @@ from gan.models.translation import TranslationModule
 
 
 class StarGAN(TranslationModule):
-    translation = "attributes"
+    kind = "attributes"
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, g_optimizer: Callable, d_optimizer: Callable,
                  name: str, g_lr: float, d_lr: float, betas: Sequence[float] | None, n_critic: int,

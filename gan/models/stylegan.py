@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from gan.errors import UserError, non_negative, positive_float, positive_int
-from gan.models.base import GANModule
+from gan.models.base import GANModule, augment_only
 from gan.models.core import Batch, Phase
 from gan.nets.stylegan import StyleGenerator
 
@@ -28,6 +28,8 @@ COARSE_RESOLUTION = 8  # the style-mixing grid's "coarse" styles: the layers up 
 
 
 class StyleGAN(GANModule):
+    sampling_options = frozenset({"truncation", "path_length"})
+
     def __init__(
         self,
         generator: StyleGenerator,
@@ -66,7 +68,8 @@ class StyleGAN(GANModule):
                          g_lr=g_lr, d_lr=d_lr, betas=betas, loss="non_saturating", regularizer="r1",
                          reg_weight=non_negative("model.r1_gamma", r1_gamma),
                          reg_every=positive_int("model.r1_every", r1_every), ema_decay=ema_decay,
-                         log_every=log_every, seed=seed, compile=compile, channels_last=channels_last, **augment)
+                         log_every=log_every, seed=seed, compile=compile, channels_last=channels_last,
+                         **augment_only(name, augment))
         self.pl_weight, self.pl_every = non_negative("model.pl_weight", pl_weight), positive_int("model.pl_every", pl_every)
         if isinstance(pl_decay, bool) or not isinstance(pl_decay, (int, float)) or not 0 < pl_decay <= 1:
             raise UserError(f"model.pl_decay must lie in (0, 1] (the paper: 0.01, the weight of each new batch in the "

@@ -27,7 +27,7 @@ from gan.nets.text import LSTMGenerator
 class TextGANModule(AdversarialModule):
     """An LSTM generator of token sequences; subclasses add players, phases and stages."""
 
-    text = True  # the evaluator, sample writer and monitor treat the model as a generator of token sequences
+    kind = "tokens"
 
     def __init__(self, generator: LSTMGenerator, name: str, grad_clip: float | None, log_every: int, seed: int,
                  **speed):  # compile, channels_last: see AdversarialModule

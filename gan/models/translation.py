@@ -13,8 +13,8 @@ from gan.models.core import AdversarialModule, Player, lr_schedule
 class TranslationModule(AdversarialModule):
     """A model that maps input images (and target attributes) to images instead of noise to images.
 
-    `translation` names the data it learns from (paired, unpaired, attributes); `translate` is what the evaluator
-    and the sample grids call; `grid_columns` is what one row of a sample grid shows, input first.
+    `kind` names the data it learns from (paired, unpaired, attributes: gan.kinds.translation); `translate` is what
+    the evaluator and the sample grids call; `grid_columns` is what one row of a sample grid shows, input first.
     """
 
     def __init__(self, seed: int, log_every: int, compile: bool, channels_last: bool, eval_dropout: bool = False):

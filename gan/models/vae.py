@@ -72,6 +72,8 @@ class LearnedScale(nn.Module):
 
 
 class VAE(AdversarialModule):
+    kind = "likelihood"
+
     def __init__(self, encoder: nn.Module, decoder: nn.Module, optimizer: Callable, latent_dim: int,
                  name: str, likelihood: str, gaussian_std: float | None, kl_weight: float, iwae_k: int,
                  likelihood_images: int | None, lr: float, betas: Sequence[float] | None, log_every: int, seed: int,
