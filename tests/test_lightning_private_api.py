@@ -52,9 +52,6 @@ PRIVATE_MEMBERS = [
     Private(WandbLogger, "_wandb_init", "loggers.py",
             "GanWandbLogger drops anonymous=None from wandb.init's arguments (wandb warns about it)",
             instance=lambda tmp: WandbLogger(save_dir=str(tmp), offline=True), holds=dict),
-    Private(pl.LightningModule, "_trainer", "models/core.py",
-            "AdversarialModule.world_size asks whether a trainer is attached (the public .trainer raises if not)",
-            instance=lambda tmp: pl.LightningModule(), holds=(type(None), pl.Trainer)),
 ]
 
 

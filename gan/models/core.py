@@ -244,7 +244,10 @@ class AdversarialModule(pl.LightningModule):
 
     @property
     def world_size(self) -> int:
-        return self.trainer.world_size if self._trainer else 1
+        try:
+            return self.trainer.world_size
+        except RuntimeError:  # not attached to a trainer (a model rebuilt for evaluation): one process
+            return 1
 
     def draw(self, sampler: Callable[[int, torch.Generator], Tensor], n: int) -> Tensor:
         """n draws from the module's RNG for this rank. Under DDP every rank draws the global batch and keeps
