@@ -122,7 +122,8 @@ def test_spectral_norm_bounds_the_largest_singular_value_of_every_layer(arch):
     torch.manual_seed(0)
     shape = [2] if arch == "mlp" else [3, 16, 16]
     D = discriminator(arch, shape, norm="spectral", pack=1, num_classes=None, conditioning="none",
-                      **{arch: {"hidden": 32, "depth": 3} if arch == "mlp" else {"width": 8}})
+                      **{arch: {"hidden": 32, "depth": 3} if arch == "mlp" else
+                         {"width": 8, "pooling": "sum", "output_bias": False} if arch == "resnet" else {"width": 8}})
     layers = [m for m in D.modules() if hasattr(m, "parametrizations")]
     assert len(layers) >= 3
     with torch.no_grad():
@@ -148,7 +149,9 @@ def test_spectrally_normalised_mlp_critic_is_1_lipschitz():
     assert grad.norm(dim=1).max() <= 1.0 + 1e-4
 
 
-@pytest.mark.parametrize("arch,size,published", [("resnet", 32, (4_276_739, 1_053_825)),
+# D: 1,053,824, the count of pfnet-research/sngan_projection dis_models/snresnet_32.py at ch=128 (OptimizedBlock
+# 151,680 + Block(down) 311,680 + 2 x Block 295,168 + `self.l5 = SNLinear(ch, 1, ..., nobias=True)` 128).
+@pytest.mark.parametrize("arch,size,published", [("resnet", 32, (4_276_739, 1_053_824)),
                                                  ("cnn", 32, None), ("resnet", 8, None), ("cnn", 64, None)])
 def test_architectures_read_image_size_and_channels_from_the_data(arch, size, published):
     # every architecture's settings as model=sngan gives them (conf/model/_arch.yaml: the published widths)
@@ -224,7 +227,8 @@ PAPERS = {  # model: (module class, G, D, loss, regulariser, weight, n_critic, o
     "acgan": ("ACGAN", "DCGANGenerator", "DCGANDiscriminator", "non_saturating", None, 0.0, 1, "Adam", 2e-4, 2e-4, (0.5, 0.999), "batch"),
     "lsgan": ("GANModule", "DCGANGenerator", "DCGANDiscriminator", "least_squares", None, 0.0, 1, "Adam", 2e-4, 2e-4, (0.5, 0.999), "batch"),
     "wgan": ("WGAN", "DCGANGenerator", "DCGANDiscriminator", "wasserstein", None, 0.0, 5, "RMSprop", 5e-5, 5e-5, None, "batch"),
-    "wgan_gp": ("GANModule", "ResNetGenerator", "ResNetDiscriminator", "wasserstein", "gradient_penalty", 10.0, 5, "Adam", 1e-4, 1e-4, (0.0, 0.9), "none"),
+    # WGAN-GP's CIFAR-10 ResNet as igul222/improved_wgan_training gan_cifar_resnet.py trains it: `LR = 2e-4`
+    "wgan_gp": ("GANModule", "ResNetGenerator", "ResNetDiscriminator", "wasserstein", "gradient_penalty", 10.0, 5, "Adam", 2e-4, 2e-4, (0.0, 0.9), "none"),
     "sngan": ("GANModule", "ResNetGenerator", "ResNetDiscriminator", "hinge", None, 0.0, 5, "Adam", 2e-4, 2e-4, (0.0, 0.9), "spectral"),
     "projection": ("GANModule", "ResNetGenerator", "ResNetDiscriminator", "hinge", None, 0.0, 5, "Adam", 2e-4, 2e-4, (0.0, 0.9), "spectral"),
 }

@@ -2,7 +2,8 @@
 
 Phases per iteration: `d` (n_critic discriminator steps, each on its own real minibatch, with the
 regulariser in its loss), `d_reg` (only when `reg_every > 1`: the regulariser alone, lazily, every
-`reg_every` iterations), then `g` (one generator step). Variants override a loss or a hook.
+`reg_every` iterations), then `g` (one generator step, on `g_batch_multiple` x D's batch of fakes). Variants
+override a loss or a hook.
 
 With `augment` (DiffAugment or ADA, `gan.augment`) D sees only augmented images: `critic` augments every image it
 is given, so D's loss (real and fake), G's loss and the regularisers (whose input gradients flow back through the
@@ -65,6 +66,7 @@ class GANModule(AdversarialModule):
         reg_every: int = 1,
         n_critic: int = 1,
         pack: int = 1,
+        g_batch_multiple: int = 1,
         ema_decay: float | None = None,
         total_iters: int | None = None,
         lr_decay: float = 0.0,
@@ -88,6 +90,7 @@ class GANModule(AdversarialModule):
         self.regularizer, self.reg_weight = get_regularizer(regularizer), non_negative("model.reg_weight", reg_weight)
         self.n_critic, self.pack = positive_int("model.n_critic", n_critic), positive_int("model.pack", pack)
         self.reg_every = positive_int("model.reg_every", reg_every)
+        self.g_batch_multiple = positive_int("model.g_batch_multiple", g_batch_multiple)
         self.conditional = conditioning != "none"
         if conditioning == "acgan" and not self.auxiliary_classifier:
             raise UserError("model.conditioning=acgan (an auxiliary classifier in D) is trained by the ACGAN model "
@@ -233,7 +236,9 @@ class GANModule(AdversarialModule):
         return self.regularization(real, y_real, fake)
 
     def generator_loss(self, batch: Batch) -> Tensor:
-        return self.adversarial_g_loss(*self.fake_data(batch["x"].shape[0]))
+        """G's loss on `g_batch_multiple` x D's batch of fakes (sngan_projection's `n_gen_samples`, WGAN-GP's
+        `GEN_BS_MULTIPLE`), drawn from the module's RNG (`fake_data` -> `draw`: exact resume, each rank its share)."""
+        return self.adversarial_g_loss(*self.fake_data(self.g_batch_multiple * batch["x"].shape[0]))
 
     def adversarial_g_loss(self, fake: Tensor, y_fake: Tensor | None) -> Tensor:
         return self.loss.g(self.critic(fake, y_fake))

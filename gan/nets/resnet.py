@@ -1,8 +1,12 @@
 """The 32x32 ResNet of WGAN-GP (Gulrajani et al. 2017, CIFAR-10) and SNGAN (Miyato et al. 2018, Table 4).
 
 G: z -> dense 4x4xW -> residual up-blocks (BN, ReLU, nearest x2, 3x3 conv, twice) -> BN, ReLU, 3x3 conv, tanh.
-D: an "optimised" first down-block, residual down-blocks to 8x8, two plain blocks, ReLU, global sum pooling,
-   the shared head. Published widths: D 128; G 128 (WGAN-GP) or 256 (SNGAN).
+D: an "optimised" first down-block, residual down-blocks to 8x8, two plain blocks, ReLU, global pooling, the shared
+   head. Published widths: D 128; G 128 (WGAN-GP) or 256 (SNGAN). The official codes differ in D's last two steps:
+   sngan_projection (dis_models/snresnet_32.py) sums, `h = F.sum(h, axis=(2, 3))`, into an output layer without bias,
+   `SNLinear(ch, 1, ..., nobias=True)`; improved_wgan_training (gan_cifar_resnet.py) averages,
+   `tf.reduce_mean(output, axis=[2,3])`, into `lib.ops.linear.Linear(...)` with its default bias: `pooling` and
+   `output_bias` choose.
 Other square power-of-two sizes keep the design: G up-samples from 4x4, D down-samples to 8x8.
 Conditioning: with `concat` the one-hot label joins z (G) and the image planes (D); with `projection` or `acgan`
 G uses categorical conditional batch norm (Miyato & Koyama 2018) and D conditions through its head.
@@ -15,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gan.errors import UserError
 from gan.nets.conditioning import (
     NORMS,
     DiscriminatorHead,
@@ -121,11 +126,17 @@ class ResNetGenerator(nn.Module):
         return self.to_image(F.relu(self.bn(h))).tanh()
 
 
+POOLINGS = ("sum", "mean")
+
+
 class ResNetDiscriminator(nn.Module):
-    def __init__(self, shape, width: int, norm: str, pack: int = 1, num_classes: int | None = None,
-                 conditioning: str = "none"):
+    def __init__(self, shape, width: int, norm: str, pooling: str, output_bias: bool, pack: int = 1,
+                 num_classes: int | None = None, conditioning: str = "none"):
         super().__init__()
         check_choice("model.discriminator.norm", norm, NORMS)
+        self.pooling = check_choice("model.discriminator.resnet.pooling", pooling, POOLINGS)
+        if not isinstance(output_bias, bool):
+            raise UserError(f"model.discriminator.resnet.output_bias is true or false, got {output_bias!r}.")
         self.conditioning = validate_conditioning(conditioning, num_classes)
         self.num_classes = num_classes
         n_down = upsamplings(shape, "ResNet") - 1  # to 8x8
@@ -135,6 +146,8 @@ class ResNetDiscriminator(nn.Module):
         blocks += [DiscriminatorBlock(width, width, False, norm) for _ in range(2)]
         self.features = nn.Sequential(*blocks)
         self.head = DiscriminatorHead(width, num_classes, self.conditioning, norm)
+        if not output_bias:  # the head is every architecture's; only this D may go without the bias
+            self.head.adversarial.register_parameter("bias", None)
         for layer in (self.head.adversarial, self.head.embed, self.head.classifier):
             if layer is not None:
                 _xavier(layer, 1.0)
@@ -142,5 +155,6 @@ class ResNetDiscriminator(nn.Module):
     def forward(self, x: Tensor, y: Tensor | None = None, return_class_logits: bool = False):
         if self.conditioning == "concat":
             x = concat_label_maps(x, y, self.num_classes)
-        h = F.relu(self.features(x)).sum(dim=(2, 3))
+        h = F.relu(self.features(x))
+        h = h.sum(dim=(2, 3)) if self.pooling == "sum" else h.mean(dim=(2, 3))
         return self.head(h, y, return_class_logits)
