@@ -29,6 +29,8 @@ CELEBA_ATTRIBUTES = ("5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eye
 
 
 def common(name, shape, batch_size=2, **kwargs):
+    if name != "digits":  # the image-to-image datamodules: no jitter unless a test asks (tests/test_translation_recipes.py)
+        kwargs = {"load_size": shape[-1], "flip": False, **kwargs}
     return dict(name=name, shape=shape, num_classes=kwargs.pop("num_classes", None), batch_size=batch_size, **kwargs)
 
 

@@ -163,7 +163,7 @@ def test_a_model_that_lacks_what_its_kind_calls_is_named():
     class Broken(torch.nn.Module):
         kind, name, g_iter = "paired", "broken", 0
 
-    with pytest.raises(TypeError, match=r"declares kind 'paired' but lacks eval_dropout, translate, grid_columns"):
+    with pytest.raises(TypeError, match=r"declares kind 'paired' but lacks eval_dropout, eval_batch_stats, translate, grid_columns"):
         check_model(Broken())
 
 

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 def datamodule(make, channels):
     return make(name={DigitsEdgesDataModule: "digits_edges", DigitsStylesDataModule: "digits_styles",
                       DigitsAttributesDataModule: "digits_attributes"}[make], shape=(channels, 8, 8), num_classes=None,
-                batch_size=16, image_size=8, channels=channels, backbone="classifier")
+                batch_size=16, image_size=8, channels=channels, backbone="classifier", load_size=8, flip=False)
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +51,9 @@ def evaluators(cache_dir):
 
 class StandIn:
     """A translation model as its kind sees it (gan.kinds.translation.Translator): `kind`, `translate`, `device`,
-    `g_iter`, `eval_dropout`."""
+    `g_iter`, `eval_dropout`, `eval_batch_stats`."""
 
-    name, g_iter, device, eval_dropout = "stand-in", 5, torch.device("cpu"), False
+    name, g_iter, device, eval_dropout, eval_batch_stats = "stand-in", 5, torch.device("cpu"), False, False
 
     def __init__(self, kind: str, fn):
         self.kind, self.fn, self.calls = kind, fn, 0

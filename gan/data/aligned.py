@@ -21,7 +21,8 @@ HELD_OUT = {"val": (0, 5), "test": (5, 10)}  # percent of the hash range of trai
 
 
 class AlignedDataModule(PairedDataModule):
-    """Pairs read from side-by-side images; each half is resized to image_size (no crop, no jitter, no flip).
+    """Pairs read from side-by-side images; each half is resized to image_size. Training pairs are jittered like
+    junyanz's (resized to data.load_size, one random image_size crop and flip for both halves: `Jitter`).
 
     A missing val/ or test/ folder is replaced by a held-out 5% of train/, chosen by a stable hash of each file's path
     relative to train/ (the rule of the image-folder dataset): fixed, independent of the seed, and a file keeps its
@@ -73,6 +74,9 @@ class AlignedFiles(Records):
     def __init__(self, paths: Sequence[Path], image_size: int, channels: int, reverse: bool):
         super().__init__(torch.full((len(paths),), -1), show_labels=False)
         self.paths, self.image_size, self.channels, self.reverse = list(paths), image_size, channels, reverse
+
+    def at_size(self, size: int) -> "AlignedFiles":
+        return self if size == self.image_size else AlignedFiles(self.paths, size, self.channels, self.reverse)
 
     def records(self, indices) -> dict[str, torch.Tensor]:
         pairs = [self.halves(int(i)) for i in indices]

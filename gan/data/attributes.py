@@ -20,8 +20,8 @@ class CelebAAttributesDataModule(AttributeDataModule, CelebADataModule):
     """CelebA faces (torchvision's layout and official partition) with the chosen columns of list_attr_celeba.txt as 0/1.
 
     Preprocessed like StarGAN: centre crop 178 (the 178x218 face becomes its centred 178x178 square), then resize to
-    image_size (antialiased bilinear; StarGAN uses 128). StarGAN's random horizontal flip is not applied: batches are
-    the images as stored.
+    image_size (antialiased bilinear; StarGAN uses 128). Training images are flipped at random like StarGAN's
+    (data.flip; yunjey/stargan data_loader.py: RandomHorizontalFlip in train mode only).
     """
 
     default_image_size = 128

@@ -7,6 +7,10 @@ embedded sets, -1 where unknown). Training batches carry the named fields a mode
 - unpaired (CycleGAN):  {"a": domain A, "b": domain B}, drawn from two independent resumable streams
 - attributes (StarGAN): {"x": images, "attrs": float32 [N, K] of 0/1}
 
+Training images are jittered like the reference code's (`Jitter`: resize to `load_size`, random crop to
+`image_size`, random horizontal flip; the same draw for both images of a pair), with draws keyed by the stream's
+position, so a resumed run sees the same crops and flips. Evaluation data is never jittered.
+
 Labels never enter a training batch: they are for evaluation, through `eval_tensors(split)`. Read as an (x, y)
 dataset, `dataset(split)` yields the TARGET images (paired: b; unpaired: domain B; attributes: x) with their label
 when `num_classes` is set (-1 otherwise), so the base class's checks and the real-image metrics work unchanged.
@@ -14,13 +18,15 @@ when `num_classes` is set (-1 otherwise), so the base class's checks and the rea
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from gan.data.datamodule import ImageDataModule, ImageFiles, InfiniteBatchSampler
+from gan.data.datamodule import ImageDataModule, ImageFiles, InfiniteBatchSampler, prepare_images
 from gan.errors import UserError
 from gan.metrics.quantize import from_uint8
 from gan.metrics.real_data import subset_indices
@@ -49,6 +55,11 @@ class Records(Dataset):
     def records(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         """The records at `indices`, each field stacked along a new first dimension; always includes `label`."""
         raise NotImplementedError
+
+    def at_size(self, size: int) -> "Records":
+        """The same records with images decoded at `size` (the jitter's load size). In memory: the stored images,
+        which `Jitter` resizes when their size differs."""
+        return self
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return from_uint8(self.records([i])[self.x_field][0]), self.labels[i]
@@ -79,6 +90,10 @@ class ImageRecords(Records):
     def paths(self) -> list[Path]:
         return self.files.paths
 
+    def at_size(self, size: int) -> "ImageRecords":
+        files = self.files
+        return self if size == files.image_size else ImageRecords(files.paths, size, files.channels, files.crop, self.attrs)
+
     def records(self, indices) -> dict[str, torch.Tensor]:
         indices = torch.as_tensor(indices, dtype=torch.int64)
         fields = {"x": torch.stack([self.files.image(int(i)) for i in indices]), "label": self.true_labels[indices]}
@@ -88,41 +103,100 @@ class ImageRecords(Records):
 
 
 class RecordBatches(Dataset):
-    """Fetches a batch of records per index list: the chosen `fields`, with images as [-1, 1] floats when `train`."""
+    """Fetches the records of one index list as stored (uint8 images): what `eval_tensors` decodes, never jittered."""
 
-    def __init__(self, records: Records, fields: Sequence[str] | None = None, train: bool = True):
-        self.split, self.fields, self.train = records, fields, train
+    def __init__(self, records: Records):
+        self.split = records
 
     def __len__(self) -> int:
         return len(self.split)
 
     def __getitem__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        fetched = self.split.records(indices)
-        chosen = {name: fetched[name] for name in (self.fields or fetched)}
-        return {name: training_field(value) for name, value in chosen.items()} if self.train else chosen
+        return self.split.records(indices)
 
 
-class UnpairedBatches(Dataset):
-    """Fetches {"a": domain A images, "b": domain B images} for one (indices_a, indices_b) item of a ZipSampler."""
+@dataclass(frozen=True)
+class Jitter:
+    """The reference code's training transform: resize to `load_size`, crop a random `crop_size` square, flip
+    horizontally with probability 1/2 (junyanz/pytorch-CycleGAN-and-pix2pix data/base_dataset.py get_params and
+    get_transform, preprocess 'resize_and_crop'; yunjey/stargan data_loader.py RandomHorizontalFlip)."""
 
-    def __init__(self, a: Records, b: Records):
-        self.a, self.b = a, b
+    load_size: int
+    crop_size: int
+    flip: bool
+
+    @property
+    def active(self) -> bool:
+        return self.flip or self.load_size != self.crop_size
+
+    def draw(self, count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(tops, lefts, flips) of `count` images: offsets uniform in 0..load_size - crop_size, flips with p = 1/2."""
+        margin = self.load_size - self.crop_size
+        tops = torch.randint(0, margin + 1, (count,), generator=generator)
+        lefts = torch.randint(0, margin + 1, (count,), generator=generator)
+        flips = torch.rand(count, generator=generator) < 0.5 if self.flip else torch.zeros(count, dtype=torch.bool)
+        return tops, lefts, flips
+
+    def apply(self, images: torch.Tensor, draw: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """uint8 [N, C, H, W] images (resized to load_size first when they are not) cropped and flipped by `draw`."""
+        if images.shape[-1] != self.load_size or images.shape[-2] != self.load_size:
+            images = prepare_images(images, self.load_size, images.shape[1])
+        size, out = self.crop_size, []
+        for image, top, left, flip in zip(images, *(t.tolist() for t in draw)):
+            crop = image[:, top:top + size, left:left + size]
+            out.append(crop.flip(-1) if flip else crop)
+        return torch.stack(out)
+
+    def fields(self, fields: dict[str, torch.Tensor], key: int) -> dict[str, torch.Tensor]:
+        """`fields` with every image field (uint8 [N, C, H, W]) jittered by ONE draw per record, so the two images of
+        a pair get the same crop and flip (junyanz data/aligned_dataset.py: get_params once per pair); `key` seeds it."""
+        images = [name for name, value in fields.items() if value.dtype == torch.uint8 and value.dim() == 4]
+        if not self.active or not images:
+            return fields
+        draw = self.draw(len(fields[images[0]]), torch.Generator().manual_seed(key))
+        return {name: self.apply(value, draw) if name in images else value for name, value in fields.items()}
+
+
+def draw_key(seed: int, rank: int, position: int) -> int:
+    """The seed of the jitter draw of a stream's item: a hash of (stream seed, process rank, position in minibatches),
+    so the draws follow the checkpointed stream position and never repeat across items, ranks or domains."""
+    return int(np.random.SeedSequence([seed % 2 ** 64, rank, position]).generate_state(1, np.uint64)[0])
+
+
+class KeyedStreams(Sampler):
+    """Zips index streams that share a position (one per domain) and gives each item the jitter key of every stream:
+    yields ((key, indices), ...). Item k of a stream started at `start` is minibatch position start + k * per_item,
+    so a resumed stream draws the same keys as an uninterrupted one."""
+
+    def __init__(self, *streams: InfiniteBatchSampler):
+        self.streams = streams
+
+    def __iter__(self) -> Iterator[tuple[tuple[int, list[int]], ...]]:
+        first = self.streams[0]
+        for k, items in enumerate(zip(*self.streams)):
+            position = first.start + k * first.per_item
+            yield tuple((draw_key(s.seed, s.rank, position), indices) for s, indices in zip(self.streams, items))
+
+
+class TrainingBatches(Dataset):
+    """The training batch of one KeyedStreams item: `fields` of each split's records, jittered by the item's keys.
+    One split: its `fields` (paired, attributes); two (unpaired): {"a": domain A images, "b": domain B images}."""
+
+    def __init__(self, splits: Sequence[Records], fields: Sequence[str], jitter: Jitter):
+        self.splits, self.fields, self.jitter = list(splits), tuple(fields), jitter
 
     def __len__(self) -> int:
-        return len(self.b)
+        return len(self.splits[-1])
 
-    def __getitem__(self, indices: tuple[list[int], list[int]]) -> dict[str, torch.Tensor]:
-        return {"a": training_field(self.a.records(indices[0])["x"]), "b": training_field(self.b.records(indices[1])["x"])}
-
-
-class ZipSampler(Sampler):
-    """Pairs the items of two independent index streams: yields (indices_a, indices_b)."""
-
-    def __init__(self, a: InfiniteBatchSampler, b: InfiniteBatchSampler):
-        self.a, self.b = a, b
-
-    def __iter__(self) -> Iterator[tuple[list[int], list[int]]]:
-        return zip(self.a, self.b)
+    def __getitem__(self, item: tuple[tuple[int, list[int]], ...]) -> dict[str, torch.Tensor]:
+        if len(self.splits) == 1:
+            (key, indices), = item
+            fetched = self.splits[0].records(indices)
+            chosen = self.jitter.fields({name: fetched[name] for name in self.fields}, key)
+        else:
+            chosen = {name: self.jitter.fields({"x": split.records(indices)["x"]}, key)["x"]
+                      for name, split, (key, indices) in zip(self.fields, self.splits, item)}
+        return {name: training_field(value) for name, value in chosen.items()}
 
 
 def training_field(values: torch.Tensor) -> torch.Tensor:
@@ -138,13 +212,22 @@ class TranslationDataModule(ImageDataModule):
     train_fields: tuple[str, ...] = ()
     labels_in_batch = False  # labels are for evaluation only (eval_tensors)
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, load_size: int, flip: bool, **kwargs):
         super().__init__(*args, **kwargs)
         self._eval: dict[tuple[str, int | None], dict[str, torch.Tensor]] = {}
+        if isinstance(load_size, bool) or not isinstance(load_size, int) or load_size < self.image_size:
+            raise UserError(f"data.load_size={load_size!r} must be an integer of at least data.image_size="
+                            f"{self.image_size} for '{self.name}': training images are resized to load_size, then a "
+                            f"random image_size square is cropped (junyanz: 286 for 256). Set data.load_size="
+                            f"{self.image_size} for no random crop.")
+        if not isinstance(flip, bool):
+            raise UserError(f"data.flip must be true or false for '{self.name}', got {flip!r}.")
+        self.jitter = Jitter(load_size, self.image_size, flip)
 
     def train_dataloader(self) -> DataLoader:
         train = self.dataset("train")
-        return self.loader(RecordBatches(train, self.train_fields), self.stream(len(train)))
+        batches = TrainingBatches([train.at_size(self.jitter.load_size)], self.train_fields, self.jitter)
+        return self.loader(batches, KeyedStreams(self.stream(len(train))))
 
     def eval_tensors(self, split: str, limit: int | None = None) -> dict[str, torch.Tensor]:
         """The whole split (or a fixed subset of `limit` records per domain) in memory, for evaluation only.
@@ -167,7 +250,7 @@ class TranslationDataModule(ImageDataModule):
         if isinstance(records, TensorRecords):
             return records.records(indices)
         chunks = [indices[i:i + EVAL_CHUNK] for i in range(0, len(indices), EVAL_CHUNK)]
-        loader = DataLoader(RecordBatches(records, train=False), sampler=chunks, batch_size=None, num_workers=self.num_workers)
+        loader = DataLoader(RecordBatches(records), sampler=chunks, batch_size=None, num_workers=self.num_workers)
         parts = list(loader)
         return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
 
@@ -254,9 +337,11 @@ class UnpairedDataModule(TranslationDataModule):
 
     def train_dataloader(self) -> DataLoader:
         a, b = self.domains("train")
-        # Two streams that share the checkpointed position (so resuming restores both) but no permutation.
-        sampler = ZipSampler(self.stream(len(a), 0), self.stream(len(b), DOMAIN_B_SEED_OFFSET))
-        return self.loader(UnpairedBatches(a, b), sampler)
+        # Two streams that share the checkpointed position (so resuming restores both) but no permutation; each
+        # domain is jittered by its own draws (junyanz data/unaligned_dataset.py: one transform call per image).
+        sampler = KeyedStreams(self.stream(len(a), 0), self.stream(len(b), DOMAIN_B_SEED_OFFSET))
+        size = self.jitter.load_size
+        return self.loader(TrainingBatches([a.at_size(size), b.at_size(size)], ("a", "b"), self.jitter), sampler)
 
     def evaluation_records(self, split: str, limit: int | None) -> dict[str, torch.Tensor]:
         a, b = (self.gather(records, limit) for records in self.domains(split))

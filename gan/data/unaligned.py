@@ -16,7 +16,8 @@ VAL_PERCENT = 5
 
 
 class UnalignedDataModule(UnpairedDataModule):
-    """Two image domains, each centre-cropped to a square and resized (no jitter, no flip).
+    """Two image domains, each centre-cropped to a square and resized. Training images are jittered like junyanz's
+    (resized to data.load_size, a random image_size crop and flip drawn for each image of each domain: `Jitter`).
 
     val holds out a fixed 5% of trainA/ and of trainB/: the files whose stable hash of their path relative to the domain
     folder falls below 5 (the image-folder dataset's rule), independent of the seed, so a file keeps its split as the

@@ -24,6 +24,7 @@ class Translator(Protocol):
     name: str
     g_iter: int
     eval_dropout: bool  # whether translating keeps dropout active (pix2pix's noise), recorded
+    eval_batch_stats: bool  # whether translating normalises with the batch's statistics (pix2pix's test batch), recorded
 
     def translate(self, x: torch.Tensor, *condition) -> torch.Tensor:
         """Translations in [-1, 1] of the images `x` (CycleGAN: and a direction "ab" | "ba"; StarGAN: target attrs)."""
@@ -85,6 +86,7 @@ class TranslationKind(Kind):
                              f"data_range {DATA_RANGE}, averaged",
             "ref_real_fid": f"{split} vs {partner_split(split)} (real target images, as many as evaluated)",
             "eval_dropout": bool(module.eval_dropout),
+            "eval_batch_stats": bool(module.eval_batch_stats),
         }
         if any(k.startswith("class_accuracy") for k in values):
             judge = judges.target_classes()
@@ -117,7 +119,7 @@ class TranslationKind(Kind):
                    else f"{p['num_fake']} records")
         header = (f"{p['dataset']} / {p['split']} split, {p['translation']} translation, {records}, backbone "
                   f"{p['backbone']} (weights {p['weights_sha256']}, resize {p['resize']}), seed {p['seed']}, "
-                  f"g_iter {p['g_iter']}, eval_dropout {p['eval_dropout']}")
+                  f"g_iter {p['g_iter']}, eval_dropout {p['eval_dropout']}, eval_batch_stats {p['eval_batch_stats']}")
         keys = [k for k in values if "/" not in k]
         width = max(len(k) for k in [*keys, "metric"])
 

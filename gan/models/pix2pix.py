@@ -18,9 +18,10 @@ class Pix2Pix(TranslationModule):
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, g_optimizer: Callable, d_optimizer: Callable,
                  name: str, g_lr: float, d_lr: float, betas: Sequence[float] | None, l1_weight: float,
-                 eval_dropout: bool, total_iters: int | None, lr_decay: float, log_every: int, seed: int,
-                 **speed):  # compile, channels_last: see AdversarialModule
-        super().__init__(eval_dropout=eval_dropout, seed=seed, log_every=log_every, **speed)
+                 eval_dropout: bool, eval_batch_stats: bool, total_iters: int | None, lr_decay: float, log_every: int,
+                 seed: int, **speed):  # compile, channels_last: see AdversarialModule
+        super().__init__(eval_dropout=eval_dropout, eval_batch_stats=eval_batch_stats, seed=seed, log_every=log_every,
+                         **speed)
         self.name, self.generator, self.discriminator = name, generator, discriminator
         self.loss = LOSSES["non_saturating"]  # the paper's vanilla (BCE) GAN loss
         self.l1_weight = non_negative("model.l1_weight", l1_weight)
