@@ -23,13 +23,17 @@ class Scalars(AdversarialModule):
     """Players whose networks are single weights w (initialised to 0) and whose phase losses are linear in w, so
     that with SGD every update is w -= lr * d(loss)/dw and can be written down by hand."""
 
-    def __init__(self, players: dict[str, tuple], phases: list[dict]):
+    def __init__(self, players: dict[str, tuple], phases: list[dict], ema: dict[str, float] | None = None):
         super().__init__(seed=0, log_every=1, compile=False, channels_last=False)
+        ema = ema or {}
         for name in players:
             setattr(self, name, nn.Linear(1, 1, bias=False))
             nn.init.zeros_(getattr(self, name).weight)
+            if name in ema:
+                setattr(self, f"ema_{name}", self.make_ema(getattr(self, name), ema[name]))
         self.fired: dict[str, list[int]] = {p["name"]: [] for p in phases}
-        self.schedule([Player(name, (name,), optimizer, lr, betas) for name, (optimizer, lr, betas) in players.items()],
+        self.schedule([Player(name, (name,), optimizer, lr, betas, ema=(name,) if name in ema else ())
+                       for name, (optimizer, lr, betas) in players.items()],
                       [Phase(loss=partial(self.linear_loss, p["name"], p.pop("grad")), **p) for p in phases])
 
     def linear_loss(self, phase: str, grad, batch) -> torch.Tensor:
@@ -91,6 +95,20 @@ def test_a_lazy_phase_scales_its_loss_by_k_and_the_players_lr_by_k_over_k_plus_1
     assert module.fired["reg"] == [0, 3]
     # every main step: -c * 1; each lazy step: -c * k * 1 (the loss is multiplied by k)
     assert module.weight("p") == pytest.approx(-(4 * c + 2 * c * k))
+
+
+def test_a_players_ema_is_updated_once_per_iteration_whatever_its_number_of_steps():
+    # stylegan2-ada-pytorch `training/training_loop.py`: all phases run, then one G_ema update per iteration
+    module = Scalars({"p": (SGD, 1.0, None), "q": (SGD, 1.0, None)},
+                     [dict(name="main", player="p", grad=lambda batch: 1.0),
+                      dict(name="reg", player="p", every=2, lazy=True, grad=lambda batch: 1.0),
+                      dict(name="q", player="q", repeats=2, grad=lambda batch: 1.0)], ema={"p": 0.5})
+    fit(module, [torch.ones(2, 1)] * 3)
+    # lr 2/3 (c = 2/3): a main step moves w by -2/3, a lazy step (loss x 2) by -4/3. Live w after each iteration:
+    # -2 (main, reg), -8/3 (main), -14/3 (main, reg); the EMA copies the first and then averages with weight 1/2.
+    assert int(module.ema_p.n_averaged) == 3
+    assert module.ema_p.module.weight.item() == pytest.approx(0.5 * (0.5 * -2 + 0.5 * -8 / 3) + 0.5 * -14 / 3)
+    assert module.weight("p") == pytest.approx(-14 / 3)
 
 
 def test_a_lazy_phase_rescales_adam_betas_as_stylegan2():

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import assert_same, compose_config, final_state, kill_and_resume
+from conftest import assert_same, compose_config, final_state, kill_and_resume, model_config
 from gan.errors import UserError
 from gan.losses import gradient_penalty
 from gan.models.progan import ProGAN, growth_stage
@@ -44,6 +44,47 @@ def test_equalized_layers_store_unit_normal_weights_and_scale_them_by_he_constan
     assert big.bias.abs().max() == 0
     G = ProGANGenerator([1, 8, 8], latent_dim=16, channel_base=64, channel_max=8)
     assert G.dense.scale == pytest.approx(math.sqrt(2) / 4 / math.sqrt(16))  # the reference code's first layer
+
+
+def reference_parameter_counts(channels: int, resolution: int, latent: int, fmap_base: int, fmap_max: int):
+    """(G, D) trainable parameters of tkarras/progressive_growing_of_gans networks.py (commit 2504c3f), counted layer
+    by layer as G_paper and D_paper build them; `apply_bias` (line 54) adds one bias per channel, also to G's first
+    dense layer, which it follows the reshape to 4x4 (lines 183-186)."""
+    def nf(stage):  # line 167 / 252
+        return min(int(fmap_base / 2.0**stage), fmap_max)
+    top = int(math.log2(resolution))
+    g = latent * nf(1) * 16 + nf(1) + 9 * nf(1) ** 2 + nf(1)  # 4x4: Dense, Conv (lines 181-188)
+    g += sum(9 * nf(r - 2) * nf(r - 1) + nf(r - 1) + 9 * nf(r - 1) ** 2 + nf(r - 1)  # Conv0_up, Conv1 (189-198)
+             for r in range(3, top + 1))
+    g += sum(nf(r - 1) * channels + channels for r in range(2, top + 1))  # ToRGB_lod* (200-203)
+    d = sum(channels * nf(r - 1) + nf(r - 1) for r in range(2, top + 1))  # FromRGB_lod* (261-263)
+    d += sum(9 * nf(r - 1) ** 2 + nf(r - 1) + 9 * nf(r - 1) * nf(r - 2) + nf(r - 2)  # Conv0, Conv1_down (266-274)
+             for r in range(3, top + 1))
+    d += 9 * (nf(1) + 1) * nf(1) + nf(1) + 16 * nf(1) * nf(0) + nf(0) + nf(0) + 1  # mbstd, Conv, Dense0, Dense1
+    return g, d
+
+
+def test_the_1024px_networks_have_the_reference_codes_parameter_counts():
+    # conf/model/progan.yaml's networks for 1024x1024 RGB; the reference's config: fmap_base 8192 (its nf(res - 1)
+    # is our channel_base / 2^res with channel_base 16384), fmap_max 512, latent 512
+    G = instantiate(model_config("progan", "generator", "data=celeba", "data.image_size=1024"),
+                    latent_dim=model_config("progan").latent_dim)
+    D = instantiate(model_config("progan", "discriminator", "data=celeba", "data.image_size=1024"))
+    counts = sum(p.numel() for p in G.parameters()), sum(p.numel() for p in D.parameters())
+    assert counts == reference_parameter_counts(3, 1024, 512, 8192, 512) == (23_079_115, 23_087_249)  # Table 2: 23.1M
+    assert G.dense.bias is None and G.dense_bias.shape == (512,)  # one bias per channel of the 4x4 map
+
+
+def test_the_first_dense_layer_adds_one_bias_per_channel_after_the_reshape_to_4x4():
+    G = ProGANGenerator([1, 8, 8], latent_dim=4, channel_base=32, channel_max=8)
+    with torch.no_grad():
+        G.dense_bias.copy_(torch.arange(8.0))
+    z = torch.randn(3, 4)
+    x = G.dense(pixel_norm(z)).reshape(3, 8, 4, 4) + torch.arange(8.0)[:, None, None]
+    first = {}
+    G.blocks[0].register_forward_pre_hook(lambda module, args: first.setdefault("x", args[0]))
+    G(z, level=0)
+    assert torch.allclose(first["x"], pixel_norm(F.leaky_relu(x, 0.2)), atol=1e-6)
 
 
 def test_pixel_norm_scales_each_feature_vector_to_unit_mean_square():

@@ -44,7 +44,8 @@ class Player:
     optimizer: Callable[..., torch.optim.Optimizer]  # (params, lr=..., [betas=...]) -> optimiser
     lr: float
     betas: tuple[float, float] | None = None  # None: the optimiser has none (RMSprop)
-    ema: tuple[str, ...] = ()  # networks with an EMA copy `ema_<name>`, updated after each of this player's steps
+    ema: tuple[str, ...] = ()  # networks with an EMA copy `ema_<name>`, updated once per iteration, after the player's
+    # last step in it
     lr_factor: Callable[[int], float] | None = None  # iteration -> multiplier of lr (a schedule; stateless, so resumable)
 
 
@@ -211,18 +212,23 @@ class AdversarialModule(pl.LightningModule):
             self._log_training()
 
     def _run_phases(self, optimizers: dict, minibatches: list[dict[str, Tensor]]) -> None:
+        active = []
         for phase in self.phases:
             if not phase.in_stage(self.g_iter):
                 self._last.pop(f"{phase.name}_loss", None)  # a stage over or to come logs no stale loss
-                continue
-            if self.g_iter % phase.every:
-                continue
+            elif self.g_iter % phase.every == 0:
+                active.append(phase)
+        # A player's EMA is updated once per iteration, after its last step (stylegan2-ada-pytorch
+        # `training/training_loop.py`: one G_ema update per iteration, whatever the number of G phases run).
+        last = {phase.player: i for i, phase in enumerate(active)}
+        for i, phase in enumerate(active):
             player = self.players[phase.player]
             for repeat in range(phase.repeats):
                 loss = self._update(optimizers[player.name], phase, minibatches[repeat])
                 self.after_step(phase)
-                self._update_ema(player)
             self._last[f"{phase.name}_loss"] = loss
+            if last[player.name] == i:
+                self._update_ema(player)
 
     def _update(self, optimizer, phase: Phase, batch: Batch) -> Tensor:
         """One optimiser step of one player; only that player's parameters take gradients."""

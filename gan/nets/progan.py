@@ -25,10 +25,10 @@ HE_GAIN = math.sqrt(2.0)
 
 
 class EqualizedLinear(nn.Module):
-    def __init__(self, in_features: int, out_features: int, gain: float = HE_GAIN):
+    def __init__(self, in_features: int, out_features: int, gain: float = HE_GAIN, bias: bool = True):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_features, in_features))
-        self.bias = nn.Parameter(torch.zeros(out_features))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self.scale = gain / math.sqrt(in_features)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -96,8 +96,11 @@ class ProGANGenerator(nn.Module):
         self.levels, self.latent_dim = levels_of(shape), positive_int("model.latent_dim", latent_dim)
         channels = channel_counts("generator", self.levels, channel_base, channel_max)
         c = channels[0]
-        # The paper's 4x4 "convolution" of the 1x1 latent is a dense layer; gain sqrt(2)/4 as the reference code.
-        self.dense = EqualizedLinear(latent_dim, c * 16, gain=HE_GAIN / 4)
+        # The paper's 4x4 "convolution" of the 1x1 latent is a dense layer; gain sqrt(2)/4 and one bias per channel,
+        # added after the reshape to 4x4, as the reference code (tkarras/progressive_growing_of_gans networks.py,
+        # G_paper: `dense(...)`, `tf.reshape(x, [-1, nf(res-1), 4, 4])`, `apply_bias(x)`).
+        self.dense = EqualizedLinear(latent_dim, c * 16, gain=HE_GAIN / 4, bias=False)
+        self.dense_bias = nn.Parameter(torch.zeros(c))
         self.blocks = nn.ModuleList([EqualizedConv2d(c, c, 3)])
         self.blocks.extend(nn.Sequential(EqualizedConv2d(channels[k - 1], channels[k], 3),
                                          EqualizedConv2d(channels[k], channels[k], 3))
@@ -118,7 +121,7 @@ class ProGANGenerator(nn.Module):
     def forward(self, z: Tensor, y: Tensor | None = None, level: int | None = None, alpha: float = 1.0) -> Tensor:
         """Images at 4 * 2^level pixels (the last level by default); `alpha` < 1 blends in the previous level."""
         level = self.levels - 1 if level is None else level
-        x = self.activate(self.dense(pixel_norm(z)).reshape(z.shape[0], -1, 4, 4))
+        x = self.activate(self.dense(pixel_norm(z)).reshape(z.shape[0], -1, 4, 4) + self.dense_bias[:, None, None])
         x = self.block(0, x)
         for k in range(1, level + 1):
             previous, x = x, self.block(k, upsample(x))

@@ -11,8 +11,10 @@ per layer ("styles"), with per-layer noise inputs whose strength is learned:
 
 The discriminator is StyleGAN2's residual one (`architecture="resnet"`) or the ProGAN/StyleGAN one (`"orig"`), both
 ending in minibatch standard deviation, a 3x3 conv and two dense layers. Resampling uses the [1, 3, 3, 1] low-pass
-filter of both papers, as a depthwise (transposed) convolution, zero padded. Every layer has an equalised learning
-rate (weights ~ N(0, 1) scaled at run time by He's constant) and leaky ReLU(0.2) times sqrt(2).
+filter of both papers, as a depthwise (transposed) convolution, zero padded; a convolution that resamples pads once,
+before both operations (`conv2d_resample`, as stylegan2-ada-pytorch's), so its borders are the reference's. Every
+layer has an equalised learning rate (weights ~ N(0, 1) scaled at run time by He's constant) and leaky ReLU(0.2)
+times sqrt(2).
 
 Channels per resolution follow stylegan2-ada-pytorch: min(channel_base // resolution, channel_max).
 """
@@ -60,8 +62,8 @@ class EqualLinear(nn.Module):
 
 
 class EqualConv2d(nn.Module):
-    """Convolution with an equalised learning rate and 'same' padding; `down`: a [1, 3, 3, 1] low-pass
-    downsampling by 2 after the convolution."""
+    """Convolution with an equalised learning rate and 'same' padding; `down`: with a [1, 3, 3, 1] low-pass
+    downsampling by 2 (`conv2d_resample`)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True,
                  activation: bool = False, down: bool = False):
@@ -72,9 +74,7 @@ class EqualConv2d(nn.Module):
         self.activation, self.down = activation, down
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.conv2d(x, self.weight * self.weight_gain, padding=self.weight.shape[-1] // 2)
-        if self.down:
-            x = downsample(x)
+        x = conv2d_resample(x, self.weight * self.weight_gain, down=self.down)
         if self.bias is not None:
             x = x + self.bias[None, :, None, None]
         return lrelu(x) if self.activation else x
@@ -91,9 +91,28 @@ def upsample(x: Tensor) -> Tensor:
     return F.conv_transpose2d(x, _lowpass(x, 4.0), stride=2, padding=1, groups=x.shape[1])
 
 
-def downsample(x: Tensor) -> Tensor:
-    """[1, 3, 3, 1] low-pass, then every second pixel."""
-    return F.conv2d(x, _lowpass(x, 1.0), stride=2, padding=1, groups=x.shape[1])
+def conv2d_resample(x: Tensor, weight: Tensor, up: bool = False, down: bool = False) -> Tensor:
+    """Correlation with `weight` [O, I, k, k] (odd k; with `up`, convolution: the reference's weight orientation)
+    and 'same' padding k // 2, with 2x up- or downsampling by the [1, 3, 3, 1] filter, padded once at the start and
+    not between the two operations, as stylegan2-ada-pytorch's `torch_utils/ops/conv2d_resample.py` (its padding
+    adjustment, lines 94-104, then its paths):
+
+    - up (lines 124-139, with the flip_weight=False of `training/networks.py` SynthesisLayer): a transposed stride-2
+      convolution with the weight, unflipped, then the filter (gain 4) on its output padded by k // 2 + 3 - k;
+    - down, k > 1 (lines 118-122): the filter on the input padded by k // 2 + 1, then a stride-2 convolution;
+    - down, 1x1 (lines 106-110): the filter, padded by 1, at stride 2, then the 1x1 convolution.
+    """
+    k = weight.shape[-1]
+    if up:
+        pad = k // 2 + 3 - k  # the reference's px0 = px1 after its adjustment for the transposed convolution
+        if k < 3 or pad < 0:
+            raise ValueError(f"conv2d_resample upsamples with kernels of size 3 or 5 only, got {k}")
+        x = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
+        return F.conv2d(x, _lowpass(x, 4.0), padding=pad, groups=x.shape[1])
+    if down:
+        x = F.conv2d(x, _lowpass(x, 1.0), padding=k // 2 + 1, stride=2 if k == 1 else 1, groups=x.shape[1])
+        return F.conv2d(x, weight, stride=1 if k == 1 else 2)
+    return F.conv2d(x, weight, padding=k // 2)
 
 
 def channel_plan(key: str, resolution: int, channel_base: int, channel_max: int) -> dict[int, int]:
@@ -165,11 +184,12 @@ def modulated_weights(weight: Tensor, styles: Tensor, demodulate: bool = True) -
     return w * demodulation(weight, styles)[:, :, None, None, None] if demodulate else w
 
 
-def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool = True) -> Tensor:
-    """The convolution with `modulated_weights`, computed as stylegan2-ada-pytorch does in training: scale the
-    input channels by the styles, convolve with the shared weights, scale the output channels by the
-    demodulation coefficients (the same linear map as a grouped convolution with per-sample weights, and faster)."""
-    x = F.conv2d(x * styles[:, :, None, None], weight, padding=weight.shape[-1] // 2)
+def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool = True, up: bool = False) -> Tensor:
+    """The convolution with `modulated_weights` (`up`: with 2x upsampling, `conv2d_resample`), computed as
+    stylegan2-ada-pytorch does in training: scale the input channels by the styles, convolve with the shared weights,
+    scale the output channels by the demodulation coefficients (the same linear map as a grouped convolution with
+    per-sample weights, and faster)."""
+    x = conv2d_resample(x * styles[:, :, None, None], weight, up=up)
     return x * demodulation(weight, styles)[:, :, None, None] if demodulate else x
 
 
@@ -189,7 +209,7 @@ class NoiseInput(nn.Module):
 
 
 class ModulatedLayer(nn.Module):
-    """StyleGAN2 synthesis layer: [upsample] -> modulated/demodulated conv -> noise -> bias, leaky ReLU."""
+    """StyleGAN2 synthesis layer: modulated/demodulated conv [with 2x upsampling] -> noise -> bias, leaky ReLU."""
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: bool = False):
         super().__init__()
@@ -200,9 +220,7 @@ class ModulatedLayer(nn.Module):
         self.up = up
 
     def forward(self, x: Tensor, w: Tensor, noise: Tensor | None) -> Tensor:
-        if self.up:
-            x = upsample(x)
-        x = modulated_conv2d(x, self.weight, self.affine(w))
+        x = modulated_conv2d(x, self.weight, self.affine(w), up=self.up)
         return lrelu(self.noise(x, noise) + self.bias[None, :, None, None])
 
 
