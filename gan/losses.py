@@ -84,8 +84,10 @@ class FDivergence:
     G's loss is -E_Q[g_f(V(G(z)))]: G maximises E_Q[g_f(v)], the alternative of the paper's section 3.2 to
     minimising F, i.e. Goodfellow et al.'s non-saturating heuristic for any f (for the GAN divergence it is exactly
     their -log D(G(z))). Chosen because its gradient g_f'(v) tends to 1 or more where D rejects the samples
-    (v -> -inf) for every divergence here, while minimising F's -E_Q[f*(g_f(v))] saturates there for KL, squared
-    Hellinger, Jensen-Shannon and GAN (for GAN it is the minimax log(1 - D(G(z)))).
+    (v -> -inf) for every divergence here but total variation, while minimising F's -E_Q[f*(g_f(v))] saturates there
+    for KL, squared Hellinger, Jensen-Shannon and GAN (for GAN it is the minimax log(1 - D(G(z)))). Total variation's
+    g_f = tanh / 2 saturates at both ends whichever G loss (there f*(g_f(v)) = g_f(v): the two are one): its bound
+    approaches the divergence only as |v| -> inf.
     """
 
     name: str  # the loss name, model.loss=<name>
@@ -94,7 +96,7 @@ class FDivergence:
     conjugate: Callable[[Tensor], Tensor]  # f*(t) = sup_u (u t - f(u)), on dom f*
     activated_conjugate: Callable[[Tensor], Tensor]  # f*(g_f(v)) in closed form: no cancellation at any v
     optimal_logit: Callable[[Tensor], Tensor]  # u = p/q -> the v with g_f(v) = f'(u), i.e. the optimal critic T*
-    domain: tuple[float, float]  # dom f* = (low, high), an open interval: the range of g_f
+    domain: tuple[float, float]  # the range of g_f, an open interval (low, high): dom f* or its interior (TV)
     probabilistic: bool = False  # whether sigmoid(v) is D's probability (GAN divergence: exp(g_f(v)) = sigmoid(v))
 
     def d(self, real: Tensor, fake: Tensor) -> Tensor:
@@ -138,6 +140,11 @@ F_DIVERGENCES = {div.name: div for div in (
     FDivergence("f_gan", f=lambda u: torch.xlogy(u, u) - torch.xlogy(u + 1, u + 1),
                 activation=lambda v: -F.softplus(-v), conjugate=lambda t: -torch.log(-torch.expm1(t)),
                 activated_conjugate=F.softplus, optimal_logit=torch.log, domain=(-INF, 0.0), probabilistic=True),
+    # total variation 1/2 sum |p - q|: g_f(v) = tanh(v) / 2, f*(t) = t on |t| <= 1/2. f'(u) = sign(u - 1) / 2 lies on
+    # the boundary of dom f*, so T* = +-1/2 is the limit v -> +-inf (0 where p = q): atanh(sign(u - 1)) gives it.
+    FDivergence("f_total_variation", f=lambda u: 0.5 * torch.abs(u - 1), activation=lambda v: 0.5 * torch.tanh(v),
+                conjugate=lambda t: t, activated_conjugate=lambda v: 0.5 * torch.tanh(v),
+                optimal_logit=lambda u: torch.atanh(torch.sign(u - 1)), domain=(-0.5, 0.5)),
 )}
 
 

@@ -291,6 +291,7 @@ def test_stopped_and_resumed_across_the_ema_start_ends_like_an_uninterrupted_run
     ("model.generator.init=kaiming", "init"),
     ("model.ortho_weight=-1", "model.ortho_weight"),
     ("model.ema_start=-5", "model.ema_start"),
+    ("model.sample_eval_mode=1", "model.sample_eval_mode"),
     ("+model.ortho=1", "It accepts: generator, .*ortho_weight"),
 ])
 def test_bad_values_give_a_clear_error(hydra_run_dir, override, match):

@@ -43,6 +43,7 @@ F_GAN_TABLE = {
     "f_hellinger": (lambda v: 1 - math.exp(-v), lambda t: t / (1 - t)),
     "f_jensen_shannon": (lambda v: math.log(2) - math.log(1 + math.exp(-v)), lambda t: -math.log(2 - math.exp(t))),
     "f_gan": (lambda v: -math.log(1 + math.exp(-v)), lambda t: -math.log(1 - math.exp(t))),
+    "f_total_variation": (lambda v: math.tanh(v) / 2, lambda t: t),
 }
 EXPECTED.update({name: (mean(conjugate(g(f)) for f in FAKE.tolist()) - mean(g(r) for r in REAL.tolist()),
                         -mean(g(f) for f in FAKE.tolist()))

@@ -6,8 +6,15 @@ sampling.
   reshaped to [fan_in, out] (its filters as columns, so W^T W is the filters' Gram matrix), without the diagonal:
   the filters are pushed towards pairwise orthogonality, their norms are free. Added to G's loss (the reference
   adds its gradient, 2 (W W^T (1 - I)) W, i.e. that of half the penalty, to the gradients directly).
-- EMA: the updates of the first `ema_start` iterations copy G (the reference's decay 0 before `ema_start`); later
-  ones blend with `ema_decay`.
+- EMA: over G's whole state_dict, as the reference's `utils.ema` (ajbrock/BigGAN-PyTorch utils.py): parameters and
+  floating-point buffers (batch-norm running means and variances, spectral norm's power-iteration vectors) alike; the
+  updates of the first `ema_start` iterations copy G (the reference's decay 0 before `ema_start`), later ones blend
+  with `ema_decay`. Integer buffers (batch norm's num_batches_tracked) are copied. (The other models' EMA averages the
+  parameters and copies the buffers, as StyleGAN2's.)
+- Sampling mode (`sample_eval_mode`): G's batch norms on their running statistics (eval mode, the reference's
+  `--G_eval_mode`, which its ImageNet script sets) or on the statistics of the batch being sampled (train mode, its
+  default, which its CIFAR-10 script keeps); either way the running statistics come back untouched, so sampling
+  never changes a checkpoint. Recorded with every evaluation (`sampling_context`).
 - Truncation trick: latent entries with |z| above a threshold are redrawn until none is (the paper's section 3.1);
   the other entries keep their values. `sample(threshold=t)` takes the paper's threshold. The evaluator's
   `truncation=psi` (shared with StyleGAN, where psi = 1 is no truncation) maps to the threshold whose interval
@@ -17,6 +24,8 @@ sampling.
 from __future__ import annotations
 
 import math
+from contextlib import ExitStack, contextmanager
+from typing import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +33,7 @@ from torch import Tensor, nn
 from gan.errors import UserError, non_negative
 from gan.models.base import GANModule
 from gan.models.core import Batch, Player
+from gan.models.translation import batch_statistics
 
 TRUNCATION_SWEEP = (None, 2.0, 1.0, 0.5, 0.04)  # thresholds of the paper's figure 2(a), after no truncation
 
@@ -56,21 +66,31 @@ def threshold_of_psi(psi: float) -> float | None:
     return None if psi == 1 else math.sqrt(2) * torch.special.erfinv(torch.tensor(float(psi), dtype=torch.float64)).item()
 
 
+def _train(modules: list[nn.Module]) -> None:
+    for module in modules:
+        module.train()
+
+
 class BigGAN(GANModule):
     sampling_options = frozenset({"truncation"})
 
-    def __init__(self, generator: nn.Module, *args, ortho_weight: float, ema_start: int, arch: str | None = "biggan",
-                 **kwargs):
+    def __init__(self, generator: nn.Module, *args, ortho_weight: float, ema_start: int, sample_eval_mode: bool,
+                 arch: str | None = "biggan", **kwargs):
         """GANModule's settings (conf/model/biggan.yaml holds the paper's values) with projection conditioning, plus
-        the orthogonal regularisation's weight and the iteration the EMA starts averaging at."""
+        the orthogonal regularisation's weight, the iteration the EMA starts averaging at and whether G samples with
+        its batch norms in eval mode (running statistics) or in train mode (the sampled batch's statistics)."""
         if not hasattr(generator, "regularized_weights"):
             raise UserError(f"model=biggan needs BigGAN's generator (gan.nets.biggan.BigGANGenerator), got "
                             f"{type(generator).__name__}.")
         if isinstance(ema_start, bool) or not isinstance(ema_start, int) or ema_start < 0:
             raise UserError(f"model.ema_start is the number of iterations during which the EMA of G just copies G "
                             f"before it starts averaging (the paper: 20000), an integer >= 0, got {ema_start!r}.")
+        if not isinstance(sample_eval_mode, bool):
+            raise UserError(f"model.sample_eval_mode is true (G samples with its batch norms on their running "
+                            f"statistics) or false (on the statistics of the sampled batch), got {sample_eval_mode!r}.")
         super().__init__(generator, *args, arch=arch, conditioning="projection", **kwargs)
         self.ortho_weight, self.ema_start = non_negative("model.ortho_weight", ortho_weight), ema_start
+        self.sample_eval_mode = sample_eval_mode
 
     # ---- training ---------------------------------------------------------------------------------
     def generator_loss(self, batch: Batch) -> Tensor:
@@ -82,10 +102,19 @@ class BigGAN(GANModule):
         return loss + self.ortho_weight * penalty
 
     def _update_ema(self, player: Player) -> None:
-        if self.g_iter < self.ema_start:
-            for name in player.ema:
-                getattr(self, f"ema_{name}").n_averaged.zero_()  # so the update copies G instead of averaging
-        super()._update_ema(player)
+        """The reference's `utils.ema.update`: every entry of the state_dict blended with the decay (0 before
+        `ema_start`: a copy), integer buffers copied."""
+        for name in player.ema:
+            live, ema = getattr(self, name), getattr(self, f"ema_{name}")
+            if self.g_iter < self.ema_start:
+                ema.n_averaged.zero_()  # so the update copies G instead of averaging
+            copying = int(ema.n_averaged) == 0  # AveragedModel's first update copies too
+            buffers = [current if copying or not averaged.is_floating_point()
+                       else averaged.lerp(current, 1.0 - self.ema_decay)
+                       for averaged, current in zip(ema.module.buffers(), live.buffers())]
+            ema.update_parameters(live)  # which also copies the live buffers over the averaged ones
+            for averaged, value in zip(ema.module.buffers(), buffers):
+                averaged.copy_(value)
 
     # ---- sampling ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -107,7 +136,29 @@ class BigGAN(GANModule):
         if z is None:
             z = torch.randn(n if y is None else len(y), self.latent_dim, generator=generator)
         z = truncate(z, threshold if threshold is not None else psi_threshold, generator)
-        return super().sample(generator=generator, ema=ema, z=z, y=y)
+        with self.sampling_mode():
+            return super().sample(generator=generator, ema=ema, z=z, y=y)
+
+    @contextmanager
+    def sampling_mode(self) -> Iterator[None]:
+        """With `sample_eval_mode` false, G's batch norms (live and EMA) normalise with the sampled batch's
+        statistics, their running statistics saved and restored by `batch_statistics`; GANModule.sample switches G
+        to eval mode before its forward, so a forward pre-hook switches the norm layers back to train mode."""
+        if self.sample_eval_mode:
+            yield
+            return
+        with ExitStack() as stack:
+            for net in (self.generator, getattr(self, "ema_generator", None)):
+                if net is None:
+                    continue
+                stack.enter_context(batch_statistics(net, True))
+                norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._NormBase)]
+                stack.callback(net.register_forward_pre_hook(lambda module, args, norms=norms: _train(norms)).remove)
+            yield
+
+    def sampling_context(self) -> dict:
+        """Whether G's batch norms sampled on their running statistics (eval mode) or the batch's (train mode)."""
+        return {"sample_eval_mode": self.sample_eval_mode}
 
     @torch.no_grad()
     def extra_grids(self, generator: torch.Generator, size: int = 64) -> dict[str, tuple[Tensor, int]]:
