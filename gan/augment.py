@@ -11,7 +11,9 @@ match the augmented data distribution; that teaches G the data itself only when 
 - ADA applies each transform to each image independently with probability p < 1, so the identity keeps a point
   mass and every augmented distribution determines the one it came from (the paper's non-leaking condition);
   p adapts to how much D overfits: r_t = E[sign(D(augmented real))], accumulated over `interval` iterations, moves
-  p by sign(r_t - target) * (images shown in them) / (kimg * 1000), clamped to [0, 1].
+  p by sign(r_t - target) * (images shown in them) / (kimg * 1000), clamped below at 0 (not above: the reference).
+  Its transforms are stylegan2-ada-pytorch's AugmentPipe ('bgc' by default): pixel blitting, general geometric
+  transforms as one 3x3 matrix per image applied by its sym6-filtered resampling, and colour as one 4x4 matrix.
 
 All randomness comes from the torch.Generator passed in (the model's checkpointed `rng`), drawn on its device (the
 CPU) and moved to the images': a resumed run repeats its augmentations exactly. Images are [N, C, H, W] in [-1, 1].
@@ -21,6 +23,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gan.errors import UserError, positive_float, positive_int
@@ -145,86 +148,258 @@ class DiffAugment(nn.Module):
         return f"policy={','.join(self.policy)}"
 
 
-# ---- ADA: stylegan2-ada-pytorch's pixel blitting and colour transforms ('bc' without the RGB-only ones) ---------
+# ---- ADA: stylegan2-ada-pytorch's AugmentPipe, pipeline 'bgc' ------------------------------------------------------
+# Transcribed from NVlabs/stylegan2-ada-pytorch (commit d72cc7d), `training/augment.py` (cited as augment.py:LINE) and
+# `train.py`. Every transform is drawn per image, as there, with probability p, in the reference's order; the draws are
+# the reference's, one for one, from the generator passed in.
+
+BLIT = ("xflip", "rotate90", "xint")  # pixel blitting: integer moves of the pixel grid
+GEOM = ("scale", "rotate", "aniso", "xfrac")  # general geometric transformations
+COLOR = ("brightness", "contrast", "lumaflip", "hue", "saturation")
+ADA_TRANSFORMS = BLIT + GEOM + COLOR  # the reference's order of application (augment.py:196-350)
+# train.py:279, augpipe_specs['bgc'] (train.py:265: the default `--augpipe`): every one of the twelve above.
+BGC = ADA_TRANSFORMS
+
+# Strengths: the AugmentPipe defaults, augment.py:119-121 (none is changed by train.py).
+XINT_MAX = 0.125  # integer translation, uniform in +-this fraction of the size
+SCALE_STD = 0.2  # isotropic scaling: log2-normal with this std
+ROTATE_MAX = 1.0  # arbitrary rotation, uniform in +-pi * this
+ANISO_STD = 0.2  # anisotropic scaling: log2-normal
+XFRAC_STD = 0.125  # fractional translation: normal, in fractions of the size
+BRIGHTNESS_STD = 0.2  # added to every channel: normal
+CONTRAST_STD = 0.5  # multiplies every channel: log2-normal
+HUE_MAX = 1.0  # rotation around the luma axis, uniform in +-pi * this
+SATURATION_STD = 1.0  # scales the colour away from the luma axis: log2-normal
+# The low-pass filter of the geometric resampling (augment.py:35, 167): the sym6 wavelet's, 12 taps.
+SYM6 = (0.015404109327027373, 0.0034907120842174702, -0.11799011114819057, -0.048311742585633, 0.4910559419267466,
+        0.787641141030194, 0.3379294217276218, -0.07263752278646252, -0.021060292512300564, 0.04472490177066578,
+        0.0017677118642428036, -0.007800708325034148)
+LUMA_AXIS = (3 ** -0.5, 3 ** -0.5, 3 ** -0.5, 0.0)  # augment.py:328
 
 
-def ada_xflip(x: Tensor, rng: torch.Generator, p: Tensor) -> Tensor:
-    """Applied with probability p: a coin flip between the image and its mirror image."""
-    chosen = (uniform(rng, x) < p) & (uniform(rng, x) < 0.5)
-    return torch.where(chosen, x.flip(3), x)
+def matrices(*rows: Sequence[Tensor | float], n: int) -> Tensor:
+    """[n, R, C] from rows of scalars or [n] tensors (augment.py:43, `matrix`)."""
+    return torch.stack([torch.stack([torch.as_tensor(e, dtype=torch.float32).expand(n) for e in row], -1)
+                        for row in rows], -2)
 
 
-def ada_rotate90(x: Tensor, rng: torch.Generator, p: Tensor) -> Tensor:
-    """Applied with probability p: a rotation by 0, 90, 180 or 270 degrees (only 0 or 180 for non-square images)."""
-    turns = torch.randint(0, 4, (len(x),), generator=rng)
-    turns = per_image(turns, x).where(uniform(rng, x) < p, 0)
-    square = x.shape[2] == x.shape[3]
-    if not square:
-        turns = turns - turns.remainder(2)
-    out = x
-    for k in (1, 2, 3) if square else (2,):
-        out = torch.where(turns == k, x.rot90(k, dims=(2, 3)), out)
-    return out
+def translate2d(tx: Tensor | float, ty: Tensor | float, n: int) -> Tensor:
+    return matrices([1, 0, tx], [0, 1, ty], [0, 0, 1], n=n)
 
 
-def ada_xint(x: Tensor, rng: torch.Generator, p: Tensor, max_shift: float = 0.125) -> Tensor:
-    """Applied with probability p: an integer translation of up to 1/8 of the size, reflecting at the border."""
-    t = (torch.rand(len(x), 2, generator=rng) * 2 - 1) * max_shift
-    t = t.to(x.device) * (torch.rand(len(x), 1, generator=rng).to(x.device) < p)
-    dy, dx = (t[:, 0] * x.shape[2]).round().long(), (t[:, 1] * x.shape[3]).round().long()
-    return translate(x, dy, dx, "reflect")
+def scale2d(sx: Tensor | float, sy: Tensor | float, n: int) -> Tensor:
+    return matrices([sx, 0, 0], [0, sy, 0], [0, 0, 1], n=n)
 
 
-def ada_brightness(x: Tensor, rng: torch.Generator, p: Tensor, std: float = 0.2) -> Tensor:
-    b = per_image(torch.randn(len(x), generator=rng) * std, x)
-    return torch.where(uniform(rng, x) < p, x + b, x)
+def rotate2d(theta: Tensor, n: int) -> Tensor:
+    return matrices([theta.cos(), -theta.sin(), 0], [theta.sin(), theta.cos(), 0], [0, 0, 1], n=n)
 
 
-def ada_contrast(x: Tensor, rng: torch.Generator, p: Tensor, std: float = 0.5) -> Tensor:
-    c = per_image(torch.exp2(torch.randn(len(x), generator=rng) * std), x)
-    return torch.where(uniform(rng, x) < p, x * c, x)
+def rotate3d(v: Tensor, theta: Tensor, n: int) -> Tensor:
+    """Rotation by theta around the unit axis v[:3] (augment.py:90)."""
+    vx, vy, vz = (float(e) for e in v[:3])
+    s, c = theta.sin(), theta.cos()
+    cc = 1 - c
+    return matrices([vx * vx * cc + c, vx * vy * cc - vz * s, vx * vz * cc + vy * s, 0],
+                    [vy * vx * cc + vz * s, vy * vy * cc + c, vy * vz * cc - vx * s, 0],
+                    [vz * vx * cc - vy * s, vz * vy * cc + vx * s, vz * vz * cc + c, 0],
+                    [0, 0, 0, 1], n=n)
 
 
-def ada_saturation(x: Tensor, rng: torch.Generator, p: Tensor, std: float = 1.0) -> Tensor:
-    """Scales each pixel's colour away from the grey axis (its channel mean); the identity on greyscale images."""
-    s = per_image(torch.exp2(torch.randn(len(x), generator=rng) * std), x)
-    mean = x.mean(dim=1, keepdim=True)
-    return torch.where(uniform(rng, x) < p, mean + (x - mean) * s, x)
+def with_probability(rng: torch.Generator, p: float, value: Tensor, identity: float) -> Tensor:
+    """`value` where a fresh uniform draw per image is below p, else the identity's value (the reference's
+    `torch.where(torch.rand(...) < multiplier * p, value, identity)`, with the draw shaped [N] + ones)."""
+    keep = torch.rand(value.shape[:1] + (1,) * (value.dim() - 1), generator=rng) < p
+    return torch.where(keep, value, torch.full_like(value, identity))
 
 
-ADA_TRANSFORMS: dict[str, Callable[[Tensor, torch.Generator, Tensor], Tensor]] = {
-    "xflip": ada_xflip, "rotate90": ada_rotate90, "xint": ada_xint,
-    "brightness": ada_brightness, "contrast": ada_contrast, "saturation": ada_saturation,
-}
+def geometry(n: int, height: int, width: int, enabled: Sequence[str], p: float, rng: torch.Generator) -> Tensor:
+    """The inverse homogeneous 2-D transform of every image, output pixel -> input pixel in pixel units around the
+    image centre (x right, y down): augment.py:192-263, the same draws in the same order."""
+    g_inv = torch.eye(3).expand(n, 3, 3)
+    if "xflip" in enabled:  # augment.py:196-202
+        i = with_probability(rng, p, torch.floor(torch.rand(n, generator=rng) * 2), 0)
+        g_inv = g_inv @ scale2d(1 / (1 - 2 * i), 1, n)
+    if "rotate90" in enabled:  # augment.py:204-210
+        i = with_probability(rng, p, torch.floor(torch.rand(n, generator=rng) * 4), 0)
+        g_inv = g_inv @ rotate2d(torch.pi / 2 * i, n)  # rotate2d_inv(-pi/2 * i)
+    if "xint" in enabled:  # augment.py:212-218
+        t = with_probability(rng, p, (torch.rand(n, 2, generator=rng) * 2 - 1) * XINT_MAX, 0)
+        g_inv = g_inv @ translate2d(-torch.round(t[:, 0] * width), -torch.round(t[:, 1] * height), n)
+    if "scale" in enabled:  # augment.py:224-230
+        s = with_probability(rng, p, torch.exp2(torch.randn(n, generator=rng) * SCALE_STD), 1)
+        g_inv = g_inv @ scale2d(1 / s, 1 / s, n)
+    p_rot = float(1 - torch.sqrt((1 - torch.tensor(p)).clamp(0, 1)))  # augment.py:233: P(pre or post rotation) = p
+    if "rotate" in enabled:  # augment.py:232-239, before the anisotropic scaling
+        theta = with_probability(rng, p_rot, (torch.rand(n, generator=rng) * 2 - 1) * torch.pi * ROTATE_MAX, 0)
+        g_inv = g_inv @ rotate2d(theta, n)  # rotate2d_inv(-theta)
+    if "aniso" in enabled:  # augment.py:241-247
+        s = with_probability(rng, p, torch.exp2(torch.randn(n, generator=rng) * ANISO_STD), 1)
+        g_inv = g_inv @ scale2d(1 / s, s, n)
+    if "rotate" in enabled:  # augment.py:249-255, after it
+        theta = with_probability(rng, p_rot, (torch.rand(n, generator=rng) * 2 - 1) * torch.pi * ROTATE_MAX, 0)
+        g_inv = g_inv @ rotate2d(theta, n)
+    if "xfrac" in enabled:  # augment.py:257-263
+        t = with_probability(rng, p, torch.randn(n, 2, generator=rng) * XFRAC_STD, 0)
+        g_inv = g_inv @ translate2d(-t[:, 0] * width, -t[:, 1] * height, n)
+    return g_inv
+
+
+def upfirdn2d(x: Tensor, f: Tensor, up: int = 1, down: int = 1, padding: Sequence[int] = (0, 0, 0, 0),
+              flip_filter: bool = False, gain: float = 1.0) -> Tensor:
+    """Upsample (zeros inserted), pad or crop ([x0, x1, y0, y1]), convolve with the separable 1-D filter f along
+    both axes, downsample: torch_utils/ops/upfirdn2d.py `_upfirdn2d_ref`, the reference's plain-PyTorch version."""
+    n, c, h, w = x.shape
+    x = F.pad(x.reshape(n, c, h, 1, w, 1), [0, up - 1, 0, 0, 0, up - 1]).reshape(n, c, h * up, w * up)
+    x0, x1, y0, y1 = padding
+    x = F.pad(x, [max(x0, 0), max(x1, 0), max(y0, 0), max(y1, 0)])
+    x = x[:, :, max(-y0, 0):x.shape[2] - max(-y1, 0), max(-x0, 0):x.shape[3] - max(-x1, 0)]
+    f = (f * gain ** 0.5).to(x.dtype)
+    if not flip_filter:
+        f = f.flip(0)
+    f = f[None, None].repeat(c, 1, 1)
+    x = F.conv2d(x, f.unsqueeze(2), groups=c)
+    x = F.conv2d(x, f.unsqueeze(3), groups=c)
+    return x[:, :, ::down, ::down]
+
+
+def resample(x: Tensor, g_inv: Tensor) -> Tensor:
+    """x warped by the per-image transforms g_inv as augment.py:269-301 does it: reflect-pad by the largest margin
+    any image needs, upsample 2x with the sym6 filter, bilinear grid_sample, filter with sym6 and downsample 2x."""
+    n, c, h, w = x.shape
+    hz = torch.tensor(SYM6, device=x.device)
+    hz = hz / hz.sum()  # upfirdn2d.setup_filter: unit gain at DC
+    hz_pad = len(SYM6) // 4
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    corners = g_inv @ torch.tensor([[-cx, -cy, 1], [cx, -cy, 1], [cx, cy, 1], [-cx, cy, 1]]).t()  # [N, xyz, corner]
+    margin = corners[:, :2, :].permute(1, 0, 2).flatten(1)
+    margin = torch.cat([-margin, margin]).max(dim=1).values  # [x0, y0, x1, y1]: how far outside the image they reach
+    margin = margin + torch.tensor([hz_pad * 2 - cx, hz_pad * 2 - cy] * 2)
+    margin = margin.clamp(min=0).minimum(torch.tensor([w - 1, h - 1] * 2, dtype=margin.dtype))
+    mx0, my0, mx1, my1 = (int(m) for m in margin.ceil().tolist())
+    x = F.pad(x, [mx0, mx1, my0, my1], mode="reflect")
+    g_inv = translate2d((mx0 - mx1) / 2, (my0 - my1) / 2, n) @ g_inv
+    x = upfirdn2d(x, hz, up=2, padding=[(len(SYM6) + 1) // 2, (len(SYM6) - 2) // 2] * 2, gain=4)  # upsample2d
+    g_inv = scale2d(2, 2, n) @ g_inv @ scale2d(0.5, 0.5, n)
+    g_inv = translate2d(-0.5, -0.5, n) @ g_inv @ translate2d(0.5, 0.5, n)
+    shape = [n, c, (h + hz_pad * 2) * 2, (w + hz_pad * 2) * 2]
+    g_inv = scale2d(2 / x.shape[3], 2 / x.shape[2], n) @ g_inv @ scale2d(shape[3] / 2, shape[2] / 2, n)
+    grid = F.affine_grid(g_inv[:, :2, :].to(device=x.device, dtype=x.dtype), shape, align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    crop = -hz_pad * 2  # downsample2d(padding=-Hz_pad*2, flip_filter=True)
+    return upfirdn2d(x, hz, down=2, padding=[crop + (len(SYM6) - 1) // 2, crop + (len(SYM6) - 2) // 2] * 2,
+                     flip_filter=True)
+
+
+def blit(x: Tensor, g_inv: Tensor) -> Tensor | None:
+    """x moved by transforms that send every pixel centre to a pixel centre (flips, quarter turns, integer shifts), as
+    an exact gather with reflection at the border; None when some g_inv is not such a transform."""
+    n, c, h, w = x.shape
+    ys, xs = torch.meshgrid(torch.arange(h) - (h - 1) / 2, torch.arange(w) - (w - 1) / 2, indexing="ij")
+    source = g_inv @ torch.stack([xs.flatten(), ys.flatten(), torch.ones(h * w)])  # [N, xyz, H*W]
+    sx, sy = source[:, 0] + (w - 1) / 2, source[:, 1] + (h - 1) / 2
+    if (sx - sx.round()).abs().max() > 1e-3 or (sy - sy.round()).abs().max() > 1e-3:
+        return None
+    index = reflect(sy.round().long(), h) * w + reflect(sx.round().long(), w)
+    return x.flatten(2).gather(2, index.to(x.device)[:, None, :].expand(n, c, h * w)).view(n, c, h, w)
+
+
+def colour(n: int, channels: int, enabled: Sequence[str], p: float, rng: torch.Generator) -> tuple[Tensor, Tensor]:
+    """The homogeneous 4x4 colour transform of every image, colour in -> colour out (augment.py:304-350, the same
+    draws in the same order), and which images it leaves unchanged. Hue and saturation, as there, only for RGB
+    (no draw for greyscale)."""
+    eye = torch.eye(4)
+    c_mat, unchanged = eye.expand(n, 4, 4), torch.ones(n, dtype=torch.bool)
+    v = torch.tensor(LUMA_AXIS)
+    vv = v.outer(v)
+    if "brightness" in enabled:  # augment.py:311-317
+        b = with_probability(rng, p, torch.randn(n, generator=rng) * BRIGHTNESS_STD, 0)
+        c_mat = matrices([1, 0, 0, b], [0, 1, 0, b], [0, 0, 1, b], [0, 0, 0, 1], n=n) @ c_mat  # translate3d
+        unchanged = unchanged & (b == 0)
+    if "contrast" in enabled:  # augment.py:319-325
+        s = with_probability(rng, p, torch.exp2(torch.randn(n, generator=rng) * CONTRAST_STD), 1)
+        c_mat = matrices([s, 0, 0, 0], [0, s, 0, 0], [0, 0, s, 0], [0, 0, 0, 1], n=n) @ c_mat  # scale3d
+        unchanged = unchanged & (s == 1)
+    if "lumaflip" in enabled:  # augment.py:327-334: a Householder reflection of the luma axis
+        i = with_probability(rng, p, torch.floor(torch.rand(n, 1, 1, generator=rng) * 2), 0)
+        c_mat, unchanged = (eye - 2 * vv * i) @ c_mat, unchanged & (i.flatten() == 0)
+    if "hue" in enabled and channels > 1:  # augment.py:336-342: a rotation around the luma axis
+        theta = with_probability(rng, p, (torch.rand(n, generator=rng) * 2 - 1) * torch.pi * HUE_MAX, 0)
+        c_mat, unchanged = rotate3d(v, theta, n) @ c_mat, unchanged & (theta == 0)
+    if "saturation" in enabled and channels > 1:  # augment.py:344-350
+        s = with_probability(rng, p, torch.exp2(torch.randn(n, 1, 1, generator=rng) * SATURATION_STD), 1)
+        c_mat, unchanged = (vv + (eye - vv) * s) @ c_mat, unchanged & (s.flatten() == 1)
+    return c_mat, unchanged
+
+
+def recolour(x: Tensor, c_mat: Tensor) -> Tensor:
+    """augment.py:357-365: RGB through the 3x4 affine part; greyscale through the mean of its rows, so a greyscale
+    image gets brightness, contrast and the luma flip (which there is x -> -x, a negative around mid-grey 0)."""
+    n, c, h, w = x.shape
+    c_mat = c_mat.to(device=x.device, dtype=x.dtype)
+    pixels = x.reshape(n, c, h * w)
+    if c == 3:
+        pixels = c_mat[:, :3, :3] @ pixels + c_mat[:, :3, 3:]
+    elif c == 1:
+        c_mat = c_mat[:, :3, :].mean(dim=1, keepdim=True)
+        pixels = pixels * c_mat[:, :, :3].sum(dim=2, keepdim=True) + c_mat[:, :, 3:]
+    else:
+        raise UserError(f"ADA's colour transforms are defined for RGB (3 channels) or greyscale (1) images, as in "
+                        f"stylegan2-ada-pytorch; got {c} channels. Leave them out of model.ada_transforms.")
+    return pixels.reshape(n, c, h, w)
+
+
+def ada_augment(x: Tensor, rng: torch.Generator, p: float, enabled: Sequence[str]) -> Tensor:
+    """AugmentPipe.forward (augment.py:185-365) for the transforms `enabled`, at probability p.
+
+    Differences from the reference, none of which changes a draw: an image whose drawn transform is the identity is
+    returned exactly (the reference resamples the whole batch, which changes such an image by rounding only);
+    a pipeline of blitting transforms alone moves pixels by an exact gather (the reference sends them through the
+    resampling, where a flip is not exact with the asymmetric sym6 filter: the test measures it); the resampling is
+    the reference's `_upfirdn2d_ref` and torch's grid_sample, not its CUDA kernels."""
+    n, c, h, w = x.shape
+    geometric = [name for name in BLIT + GEOM if name in enabled]
+    if geometric:
+        g_inv = geometry(n, h, w, geometric, p, rng)
+        moved = (g_inv != torch.eye(3)).flatten(1).any(1)
+        if moved.any():
+            warped = None if any(name in GEOM for name in geometric) else blit(x, g_inv)
+            warped = resample(x, g_inv) if warped is None else warped
+            x = torch.where(moved.to(x.device).view(-1, 1, 1, 1), warped, x)
+    if any(name in COLOR for name in enabled):
+        c_mat, unchanged = colour(n, c, enabled, p, rng)
+        if not unchanged.all():
+            x = torch.where(unchanged.to(x.device).view(-1, 1, 1, 1), x, recolour(x, c_mat))
+    return x
 
 
 class AdaptiveAugment(nn.Module):
     """ADA's pipeline with its probability p (a buffer: checkpointed with the weights) and the running sum and count
     of sign(D(real)) since the last adjustment (buffers too, so a run resumed mid-interval adjusts as one that
-    was not stopped)."""
+    was not stopped). The transforms are any subset of ADA_TRANSFORMS, applied in the reference's order whatever
+    the order named; the default is the reference's default pipeline, 'bgc'."""
 
     def __init__(self, target: float = 0.6, interval: int = 4, kimg: float = 500,
-                 transforms: str | Sequence[str] = tuple(ADA_TRANSFORMS), p: float = 0.0):
+                 transforms: str | Sequence[str] = BGC, p: float = 0.0):
         super().__init__()
         if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 <= target < 1:
             raise UserError(f"model.ada_target is the value of E[sign(D(real))] that ADA holds D at, in [0, 1) (the "
                             f"paper: 0.6), got {target!r}.")
         names = split_names(transforms)
         if not names or len(set(names)) != len(names) or any(name not in ADA_TRANSFORMS for name in names):
-            raise UserError(f"model.ada_transforms must name each of {', '.join(ADA_TRANSFORMS)} at most once (the "
-                            f"paper's pixel blitting and colour groups: all six), got {transforms!r}. Leave out the "
-                            f"ones that change what an image shows, e.g. model.ada_transforms=[xint,brightness,contrast] "
-                            f"for digits, where a flip or a 90-degree turn turns a 6 into a 9.")
-        self.target, self.transforms = float(target), tuple(names)
+            raise UserError(f"model.ada_transforms must name each of {', '.join(ADA_TRANSFORMS)} at most once "
+                            f"(stylegan2-ada-pytorch's default pipeline 'bgc' is all twelve), got {transforms!r}. "
+                            f"Leave out the ones that change what an image shows, e.g. "
+                            f"model.ada_transforms=[xint,brightness,contrast] for digits, where a flip or a 90-degree "
+                            f"turn turns a 6 into a 9.")
+        self.target, self.transforms = float(target), tuple(name for name in ADA_TRANSFORMS if name in names)
         self.interval = positive_int("model.ada_interval", interval)
         self.kimg = positive_float("model.ada_kimg", kimg)
         self.register_buffer("p", torch.tensor(float(p)))
         self.register_buffer("signs", torch.zeros(2))  # sum of sign(D(real)), number of D outputs
 
     def forward(self, x: Tensor, rng: torch.Generator) -> Tensor:
-        for name in self.transforms:
-            x = ADA_TRANSFORMS[name](x, rng, self.p)
-        return x
+        return ada_augment(x, rng, float(self.p), self.transforms)
 
     @torch.no_grad()
     def observe(self, real_logits: Tensor) -> None:
@@ -234,13 +409,15 @@ class AdaptiveAugment(nn.Module):
 
     @torch.no_grad()
     def adjust(self, images: int) -> Tensor | None:
-        """After `images` real images were shown: p += sign(r_t - target) * images / (kimg * 1000), in [0, 1].
+        """After `images` real images were shown: p += sign(r_t - target) * images / (kimg * 1000), clamped below at 0
+        only, as stylegan2-ada-pytorch's training_loop.py:314-315 (`.max(0)`): p may pass 1, where every transform is
+        applied to every image (the draws compare with p) and p takes as long to come back below 1 as it went past.
         Returns r_t (None when D judged no real image since the last adjustment)."""
         total, count = self.signs
         if count == 0:
             return None
         r_t = total / count
-        self.p.copy_((self.p + torch.sign(r_t - self.target) * images / (self.kimg * 1000)).clamp(0, 1))
+        self.p.copy_((self.p + torch.sign(r_t - self.target) * images / (self.kimg * 1000)).clamp(min=0))
         self.signs.zero_()
         return r_t
 
@@ -249,7 +426,7 @@ class AdaptiveAugment(nn.Module):
 
 
 def make_augment(kind: str, policy: str | Sequence[str], ada_target: float, ada_interval: int,
-                 ada_kimg: float, ada_transforms: str | Sequence[str] = tuple(ADA_TRANSFORMS)) -> nn.Module | None:
+                 ada_kimg: float, ada_transforms: str | Sequence[str] = BGC) -> nn.Module | None:
     """The pipeline `model.augment` names (None for `none`); every setting is checked, used or not."""
     if kind not in AUGMENTS:
         raise UserError(f"model.augment must be one of {', '.join(AUGMENTS)} (DiffAugment: Zhao et al. 2020; ADA: "
