@@ -167,3 +167,14 @@ def test_preset_is_a_column_and_older_runs_show_none_recorded(tmp_path, capsys):
                                                              ["preset", "stylegan2", "digits", "stylegan2_digits"],
                                                              ["older", "stylegan2", "digits", "-"],
                                                              ["real data", "", "", ""]]
+
+
+def test_a_setting_older_runs_lack_is_no_factor(tmp_path, capsys):
+    """Runs recorded before a setting existed lack its key: where every run that has it agrees, it is no factor."""
+    runs = write_study(tmp_path)
+    for config in (runs / "digits10").glob("*/s0/config.yaml"):
+        cfg = OmegaConf.load(config)
+        del cfg.model["g_batch_multiple"]
+        config.write_text(OmegaConf.to_yaml(cfg))
+    assert main([str(runs), "--out", str(tmp_path / "report.html")]) == 0
+    assert "groups: model.augment, data.train_limit (4 groups; chosen automatically" in capsys.readouterr().out

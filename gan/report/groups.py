@@ -46,9 +46,12 @@ def choose_factors(runs: Sequence[Run], hyperparameters: Hyperparameters) -> tup
     named = [tuple(run_columns(run).values()) for run in runs]
 
     def varies_within_a_name(key: str) -> bool:  # not a setting the model, the dataset or the preset implies
+        # among the runs that have and use the key: a run without it (recorded before the setting existed, or one
+        # that does not use it, such as model.ada_kimg without ADA) does not make it a factor
         seen: dict[tuple, set[str]] = {}
         for names, flat in zip(named, hyperparameters.flats):
-            seen.setdefault(names, set()).add(repr(flat.get(key, UNUSED)))
+            if key in flat:
+                seen.setdefault(names, set()).add(repr(flat[key]))
         return any(len(values) > 1 for values in seen.values())
 
     sampled = set().union(*(run.sampled_keys for run in runs))
