@@ -4,6 +4,8 @@
 Discrete tokens block the discriminator's gradient, so the adversarial generator steps are REINFORCE: the loss is
 -mean_t log G(y_t | y_<t) * A_t for sampled sequences y, with A_t the reward of token t (SeqGAN: Monte Carlo rollouts
 scored by D; ScratchGAN: D's per-step outputs, discounted, minus a moving-average baseline).
+Where the reference code and a paper's wording differ, the settings in conf/model/<name>.yaml follow the code and cite
+the line they come from.
 
 Phases run in stages counted on the one iteration counter: each phase's `start` and `stop` (`gan.models.core.Phase`)
 are the iterations it runs in (SeqGAN: MLE pre-training, then D pre-training, then adversarial G and D steps). All training
@@ -87,7 +89,7 @@ class TextGANModule(AdversarialModule):
         super()._run_phases(optimizers, minibatches)
 
     def on_before_optimizer_step(self, optimizer) -> None:
-        """SeqGAN's reference code clips each update's gradient norm to 5."""
+        """Clips each update's gradient norm to `grad_clip` (SeqGAN's code: 5); null: no clipping (ScratchGAN's)."""
         if self.grad_clip is not None:
             params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
             torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
@@ -109,13 +111,17 @@ class MLE(TextGANModule):
 class SeqGAN(TextGANModule):
     """SeqGAN: MLE pre-training for `pretrain_iters` iterations, D pre-training for `d_pretrain_iters`, then each
     iteration one REINFORCE generator step whose per-token rewards are Monte Carlo rollouts scored by D, and
-    `d_steps` discriminator steps on real minibatches against fresh negatives.
+    `d_steps` discriminator steps on real minibatches against fresh negatives (the reference code's 5 x 3 epochs over
+    10,000 real + 10,000 sampled sequences are given as its number of minibatch steps, see conf/model/seqgan.yaml).
 
     The reward of token t < T is the mean over `rollouts` completions of y_1..y_t, sampled by the rollout policy, of
     D's probability that the completed sequence is real; the last token's is D's probability of y itself. The rollout
-    policy is a delayed copy of G (the paper's code): copied from G when adversarial training starts, then after each
-    generator step rollout <- rate * rollout + (1 - rate) * G. D is scored in evaluation mode (no dropout) for
-    rewards; its loss is binary cross-entropy plus `l2_reg` x (sum of squares / 2) of its output layer (the code's 0.2).
+    policy with `rollout_update_rate` 0 is the live generator itself, as in the reference code (its ROLLOUT holds
+    tf.identity reads of G's variables, so 0.8 * G + 0.2 * G is G); with a rate in (0, 1) it is a delayed copy of G,
+    copied from G when adversarial training starts, then after each generator step
+    rollout <- rate * rollout + (1 - rate) * G (what update_rate reads as meant to do). D is scored in evaluation
+    mode (no dropout) for rewards; its loss is binary cross-entropy plus `l2_reg` x (sum of squares / 2) of its
+    output layer (the code's 0.2).
     Pre-training and adversarial generator steps have Adam optimisers of their own, as in the reference code.
     """
 
@@ -129,10 +135,10 @@ class SeqGAN(TextGANModule):
         self.d_pretrain_iters = non_negative_int("model.d_pretrain_iters", d_pretrain_iters)
         self.rollouts = positive_int("model.rollouts", rollouts)
         if not 0 <= rollout_update_rate < 1:
-            raise UserError(f"model.rollout_update_rate must lie in [0, 1) (the paper's code: 0.8; 0: the rollout "
-                            f"policy is G itself), got {rollout_update_rate}.")
+            raise UserError(f"model.rollout_update_rate must lie in [0, 1) (0: the rollout policy is G itself, as in "
+                            f"the reference code; in (0, 1): a delayed copy of G), got {rollout_update_rate}.")
         self.rollout_update_rate, self.l2_reg = float(rollout_update_rate), non_negative("model.l2_reg", l2_reg)
-        self.rollout = _frozen_copy(generator)
+        self.rollout = _frozen_copy(generator) if self.rollout_update_rate > 0 else None
         self.adversarial_start = self.pretrain_iters + self.d_pretrain_iters
         self.schedule(
             [adam_player("mle", ["generator"], g_optimizer, mle_lr, betas, "model.mle_lr"),
@@ -148,7 +154,7 @@ class SeqGAN(TextGANModule):
         return self.real_fake_loss(batch) + self.l2_reg * 0.5 * (output.weight.square().sum() + output.bias.square().sum())
 
     def generator_loss(self, batch: Batch) -> Tensor:
-        if self.g_iter == self.adversarial_start:  # the rollout policy starts as the pre-trained generator
+        if self.rollout is not None and self.g_iter == self.adversarial_start:  # the delayed copy starts as G
             self.rollout.load_state_dict(self.generator.state_dict())
         tokens = self.fake_tokens(len(batch["tokens"]))
         rewards = self.rewards(tokens)
@@ -159,7 +165,12 @@ class SeqGAN(TextGANModule):
     def rewards(self, tokens: Tensor) -> Tensor:
         """[B, T]: token t < T gets the mean of D(real) over `rollouts` completions of tokens[:, :t] by the rollout
         policy; the last token gets D(real) of the whole sequence."""
-        return mc_rewards(tokens, self.rollout, self.judge, self.rollouts, self.uniforms)
+        return mc_rewards(tokens, self.rollout_policy, self.judge, self.rollouts, self.uniforms)
+
+    @property
+    def rollout_policy(self) -> LSTMGenerator:
+        """The network that completes prefixes: the live generator, or its delayed copy."""
+        return self.generator if self.rollout is None else self.rollout
 
     def judge(self, tokens: Tensor) -> Tensor:
         """D's probability that each sequence is real, without dropout."""
@@ -171,7 +182,7 @@ class SeqGAN(TextGANModule):
 
     @torch.no_grad()
     def after_step(self, phase: Phase) -> None:
-        if phase.name == "g":  # the rollout policy follows G with a delay
+        if phase.name == "g" and self.rollout is not None:  # the delayed copy follows G
             for delayed, live in zip(self.rollout.parameters(), self.generator.parameters()):
                 delayed.mul_(self.rollout_update_rate).add_(live, alpha=1 - self.rollout_update_rate)
 
@@ -195,24 +206,29 @@ def mc_rewards(tokens: Tensor, policy: LSTMGenerator, judge: Callable[[Tensor], 
 class ScratchGAN(TextGANModule):
     """ScratchGAN-style training from scratch (no MLE pre-training): D is an LSTM giving a logit per prefix, each
     token's reward is r_t = 2 sigmoid(D_t) - 1 (in (-1, 1)), its return the discounted sum R_t = sum_{s >= t}
-    discount^(s - t) r_s, and the generator's REINFORCE advantage is R_t minus a moving-average baseline b_t
-    (b <- decay * b + (1 - decay) * batch mean of R, per position; the advantage uses b before the update). D is
-    regularised by dropout (in the network) and an L2 penalty `d_l2` x sum of squares of all its weights; its loss
-    is binary cross-entropy at every position. Large batches (ScratchGAN: 512) reduce REINFORCE's variance.
+    discount^(s - t) r_s, and the generator's REINFORCE advantage is R_t minus a moving-average baseline b
+    (b <- decay * b + (1 - decay) * mean of R). As ScratchGAN's losses.py: one scalar b (the mean over the batch and
+    every position) and the advantage reads b after this batch's update (`baseline_per_position`: one b per position;
+    `baseline_after_update` false: the advantage uses b before the update). D is regularised by dropout (in the
+    network) and an L2 penalty `d_l2` x (sum of squares / 2), TensorFlow's l2_loss, of all its variables (as the
+    reference; `d_l2_biases` false: of its weights only); its loss is binary cross-entropy at every position. Large
+    batches (ScratchGAN: 512) reduce REINFORCE's variance.
     """
 
     def __init__(self, generator: LSTMGenerator, discriminator: nn.Module, g_optimizer: Callable,
                  d_optimizer: Callable, name: str, g_lr: float, d_lr: float, betas: Sequence[float], discount: float,
-                 baseline_decay: float, d_l2: float, d_steps: int, grad_clip: float | None, log_every: int, seed: int,
-                 **speed):
+                 baseline_decay: float, baseline_per_position: bool, baseline_after_update: bool, d_l2: float,
+                 d_l2_biases: bool, d_steps: int, grad_clip: float | None, log_every: int, seed: int, **speed):
         super().__init__(generator, name, grad_clip, log_every, seed, **speed)
         self.discriminator = discriminator
         for key, value in (("model.discount", discount), ("model.baseline_decay", baseline_decay)):
             if not 0 <= value < 1:
                 raise UserError(f"{key} must lie in [0, 1), got {value}.")
         self.discount, self.baseline_decay = float(discount), float(baseline_decay)
-        self.d_l2 = non_negative("model.d_l2", d_l2)
-        self.register_buffer("baseline", torch.zeros(generator.seq_len))  # checkpointed with the weights
+        self.d_l2, self.d_l2_biases = non_negative("model.d_l2", d_l2), bool(d_l2_biases)
+        self.baseline_after_update = bool(baseline_after_update)
+        shape = (generator.seq_len,) if baseline_per_position else ()  # the reference's EWMA starts at 0.0
+        self.register_buffer("baseline", torch.zeros(shape))  # checkpointed with the weights
         self.schedule(
             [adam_player("generator", ["generator"], g_optimizer, g_lr, betas, "model.g_lr"),
              adam_player("discriminator", ["discriminator"], d_optimizer, d_lr, betas, "model.d_lr")],
@@ -220,8 +236,8 @@ class ScratchGAN(TextGANModule):
              Phase("g", "generator", self.generator_loss)])
 
     def discriminator_loss(self, batch: Batch) -> Tensor:
-        weights = sum(p.square().sum() for name, p in self.discriminator.named_parameters() if "bias" not in name)
-        return self.real_fake_loss(batch) + self.d_l2 * weights
+        penalised = [p for name, p in self.discriminator.named_parameters() if self.d_l2_biases or "bias" not in name]
+        return self.real_fake_loss(batch) + self.d_l2 * sum(p.square().sum() for p in penalised) / 2
 
     def generator_loss(self, batch: Batch) -> Tensor:
         tokens = self.fake_tokens(len(batch["tokens"]))
@@ -231,8 +247,9 @@ class ScratchGAN(TextGANModule):
             rewards = 2 * torch.sigmoid(self.discriminator(tokens)) - 1
             self.discriminator.train(was_training)
             returns = discounted_returns(rewards, self.discount)
-            advantages = returns - self.baseline
+            before = self.baseline.clone()
             self.baseline.copy_(updated_baseline(self.baseline, returns, self.baseline_decay))
+            advantages = returns - (self.baseline if self.baseline_after_update else before)
         self._last.update(reward=rewards.mean(), baseline=self.baseline.mean().clone())
         return self.reinforce_loss(tokens, advantages)
 
@@ -247,8 +264,10 @@ def discounted_returns(rewards: Tensor, discount: float) -> Tensor:
 
 
 def updated_baseline(baseline: Tensor, returns: Tensor, decay: float) -> Tensor:
-    """The moving-average baseline after one batch: decay * b + (1 - decay) * mean over the batch of the returns."""
-    return decay * baseline + (1 - decay) * returns.mean(0)
+    """The moving-average baseline after one batch of returns [B, T]: decay * b + (1 - decay) * their mean, over the
+    batch and every position for a scalar b (ScratchGAN's losses.py), over the batch for a per-position b [T]."""
+    mean = returns.mean() if baseline.dim() == 0 else returns.mean(0)
+    return decay * baseline + (1 - decay) * mean
 
 
 def non_negative_int(key: str, value) -> int:

@@ -6,6 +6,7 @@ inverts the categorical CDF with them, so a draw depends only on those numbers, 
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -138,16 +139,66 @@ class CNNDiscriminator(nn.Module):
 
 class LSTMDiscriminator(nn.Module):
     """ScratchGAN's discriminator: an LSTM reads the sequence and gives one logit per position, the logit at t
-    judging the prefix y_1..y_t (a dense, per-step reward for the generator). Dropout on embeddings and outputs."""
+    judging the prefix y_1..y_t (a dense, per-step reward for the generator). Dropout on embeddings and outputs.
 
-    def __init__(self, vocab_size: int, seq_len: int, embed_dim: int, hidden_dim: int, dropout: float):
+    As the reference (deepmind-research scratchgan/discriminator_nets.py LSTMEmbedDiscNet): `position_dim` > 0
+    appends that many fixed cosine waves to each embedding (utils.get_position_signal) and projects the two linearly
+    to the LSTM's width (lines 80-85); `layer_norm` makes the LSTM sonnet's layer-normalised one (line 94,
+    `snt.LSTM(feature_size, use_layer_norm=True)`). Both off: a plain nn.LSTM on the embeddings."""
+
+    def __init__(self, vocab_size: int, seq_len: int, embed_dim: int, hidden_dim: int, dropout: float,
+                 layer_norm: bool, position_dim: int):
         super().__init__()
-        vocab_size, _ = text_sizes(vocab_size, seq_len)
+        vocab_size, seq_len = text_sizes(vocab_size, seq_len)
         self.embedding = nn.Embedding(vocab_size, positive_int("embed_dim", embed_dim))
-        self.lstm = nn.LSTM(embed_dim, positive_int("hidden_dim", hidden_dim), batch_first=True)
+        hidden_dim = positive_int("hidden_dim", hidden_dim)
+        if isinstance(position_dim, bool) or not isinstance(position_dim, int) or position_dim < 0:
+            raise UserError(f"model.discriminator.position_dim must be an integer >= 0, got {position_dim!r}.")
+        self.project = None
+        if position_dim:
+            self.register_buffer("positions", position_signal(seq_len, position_dim), persistent=False)
+            self.project = nn.Linear(embed_dim + position_dim, hidden_dim)
+        inputs = hidden_dim if position_dim else embed_dim
+        self.lstm = LayerNormLSTM(inputs, hidden_dim) if layer_norm else nn.LSTM(inputs, hidden_dim, batch_first=True)
         self.dropout, self.output = nn.Dropout(dropout), nn.Linear(hidden_dim, 1)
 
     def forward(self, tokens: Tensor) -> Tensor:
         """Logits [B, T]."""
-        out, _ = self.lstm(self.dropout(self.embedding(tokens)))
+        inputs = self.dropout(self.embedding(tokens))
+        if self.project is not None:
+            positions = self.positions[: tokens.shape[1]].expand(len(tokens), -1, -1)
+            inputs = self.project(torch.cat([inputs, positions.to(inputs)], dim=-1))
+        out, _ = self.lstm(inputs)
         return self.output(self.dropout(out)).squeeze(-1)
+
+
+def position_signal(seq_len: int, position_dim: int) -> Tensor:
+    """ScratchGAN's fixed position signal [T, P] (utils.get_position_signal): cosine waves whose periods are spaced
+    geometrically from 2 to T, shifted by linspace(0, 2, P) half-turns: cos(pi * (t / period_p + shift_p))."""
+    periods = torch.exp(torch.linspace(math.log(2.0), math.log(float(seq_len)), position_dim, dtype=torch.float64))
+    shifts = torch.linspace(0.0, 2.0, position_dim, dtype=torch.float64)
+    steps = torch.arange(seq_len, dtype=torch.float64)[:, None]
+    return torch.cos(math.pi * (steps / periods[None, :] + shifts[None, :])).float()
+
+
+class LayerNormLSTM(nn.Module):
+    """Sonnet 1's LSTM with use_layer_norm (gated_rnn.py LSTM._build): gates = LayerNorm(W [x; h]) + b split into
+    i, j, f, o; c' = sigmoid(f + 1) c + sigmoid(i) tanh(j) (forget_bias 1.0); h' = tanh(c') sigmoid(o). Batch first,
+    zero initial state; returns (outputs [B, T, H], (h, c)) as nn.LSTM does."""
+
+    def __init__(self, input_dim: int, hidden_dim: int):
+        super().__init__()
+        self.hidden_dim = hidden_dim
+        self.gates = nn.Linear(input_dim + hidden_dim, 4 * hidden_dim, bias=False)
+        self.norm = nn.LayerNorm(4 * hidden_dim)
+        self.bias = nn.Parameter(torch.zeros(4 * hidden_dim))
+
+    def forward(self, inputs: Tensor) -> tuple[Tensor, State]:
+        h = c = inputs.new_zeros(len(inputs), self.hidden_dim)
+        outputs = []
+        for t in range(inputs.shape[1]):
+            i, j, f, o = (self.norm(self.gates(torch.cat([inputs[:, t], h], dim=-1))) + self.bias).chunk(4, dim=-1)
+            c = torch.sigmoid(f + 1.0) * c + torch.sigmoid(i) * torch.tanh(j)
+            h = torch.tanh(c) * torch.sigmoid(o)
+            outputs.append(h)
+        return torch.stack(outputs, dim=1), (h, c)
