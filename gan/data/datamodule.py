@@ -184,6 +184,18 @@ def checked_train_limit(value) -> int | float | None:
                     f"nor a fraction of the training split (a float in (0, 1], e.g. 0.1). Use null to train on all of it.")
 
 
+def draw_key(seed: int, rank: int, position: int) -> int:
+    """The seed of the random draws (flips, crops) of a stream's item: a hash of (stream seed, process rank, position
+    in minibatches), so the draws follow the checkpointed stream position and never repeat across items, ranks or domains."""
+    return int(np.random.SeedSequence([seed % 2 ** 64, rank, position]).generate_state(1, np.uint64)[0])
+
+
+def mirrored(images: torch.Tensor, key: int) -> torch.Tensor:
+    """[N, C, H, W] images, each flipped horizontally with probability 1/2 by a draw seeded with `key`."""
+    flips = torch.rand(len(images), generator=torch.Generator().manual_seed(key)) < 0.5
+    return torch.where(flips.to(images.device).view(-1, *[1] * (images.dim() - 1)), images.flip(-1), images)
+
+
 def data_device(trainer, num_workers: int, split: Dataset) -> torch.device | None:
     """The device to hold `split` on for training, or None to leave it where it is: the trainer's accelerator, for
     a split of tensors (in memory, or memory-mapped from the decoded-image cache) read without loader workers that
@@ -326,7 +338,12 @@ def prepare_images(images: torch.Tensor, image_size: int, channels: int, chunk: 
 
 
 class ImageDataModule(GANDataModule):
-    """Images read from `root` (optionally downloaded there) and prepared to `channels` x `image_size`^2."""
+    """Images read from `root` (optionally downloaded there) and prepared to `channels` x `image_size`^2.
+
+    `mirror`: each training image is flipped horizontally with probability 1/2 (ProGAN's and StyleGAN's
+    `mirror_augment`), on the batch as the model consumes it, by a draw keyed by the stream's position; evaluation
+    reads `dataset(split)` and is never flipped. Image-to-image data flips by its own `data.flip` instead.
+    """
 
     image_sizes: Sequence[int] | None = None  # the sizes a subclass supports; None: any
     default_image_size, default_channels = 32, 3
@@ -334,8 +351,14 @@ class ImageDataModule(GANDataModule):
     def __init__(self, name: str, shape: Sequence[int], num_classes: int | None, batch_size: int,
                  num_workers: int = 0, seed: int = 0, root: str | None = None, download: bool = False,
                  image_size: int | None = None, channels: int | None = None, train_limit: int | None = None,
-                 backbone: str = "inception", cache_dir: str | None = None):
+                 backbone: str = "inception", cache_dir: str | None = None, mirror: bool = False):
         super().__init__(name, shape, num_classes, batch_size, num_workers, seed, train_limit, backbone)
+        if not isinstance(mirror, bool):
+            raise UserError(f"data.mirror must be true or false for '{name}', got {mirror!r}.")
+        if mirror and self.served_fields != ("x",):
+            raise UserError(f"data.mirror=true is for datasets of single images; '{name}' serves "
+                            f"{', '.join(self.served_fields)}. Image-to-image data flips with data.flip=true instead.")
+        self.mirror = mirror
         self.cache_dir = cache_dir  # where image files are decoded once (gan.data.cache); None: decode per access
         image_size = self.default_image_size if image_size is None else image_size
         channels = self.default_channels if channels is None else channels
@@ -346,6 +369,14 @@ class ImageDataModule(GANDataModule):
             raise UserError(f"data.image_size={image_size} is not supported for '{name}'; use {allowed}.")
         self.root, self.download = root, bool(download)
         self.image_size, self.channels = int(image_size), int(channels)
+
+    # After on_before_batch_transfer has counted the batch, so a batch's flips are keyed by the position of its
+    # first minibatch, the checkpointed count: a resumed run draws the same flips as an uninterrupted one.
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if not self.mirror or self.trainer is None or not self.trainer.training:
+            return batch
+        position = self.minibatches_consumed - self.minibatches_per_item
+        return batch | {"x": mirrored(batch["x"], draw_key(self.seed, self.trainer.global_rank, position))}
 
     def prepare_data(self) -> None:
         # Lightning runs this on one process per node before setup, so a download never runs twice at once.

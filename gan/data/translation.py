@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from gan.data.datamodule import ImageDataModule, ImageFiles, InfiniteBatchSampler, prepare_images
+from gan.data.datamodule import ImageDataModule, ImageFiles, InfiniteBatchSampler, draw_key, prepare_images
 from gan.errors import UserError
 from gan.metrics.quantize import from_uint8
 from gan.metrics.real_data import subset_indices
@@ -155,12 +154,6 @@ class Jitter:
             return fields
         draw = self.draw(len(fields[images[0]]), torch.Generator().manual_seed(key))
         return {name: self.apply(value, draw) if name in images else value for name, value in fields.items()}
-
-
-def draw_key(seed: int, rank: int, position: int) -> int:
-    """The seed of the jitter draw of a stream's item: a hash of (stream seed, process rank, position in minibatches),
-    so the draws follow the checkpointed stream position and never repeat across items, ranks or domains."""
-    return int(np.random.SeedSequence([seed % 2 ** 64, rank, position]).generate_state(1, np.uint64)[0])
 
 
 class KeyedStreams(Sampler):
