@@ -397,9 +397,16 @@ class AdaptiveAugment(nn.Module):
         self.kimg = positive_float("model.ada_kimg", kimg)
         self.register_buffer("p", torch.tensor(float(p)))
         self.register_buffer("signs", torch.zeros(2))  # sum of sign(D(real)), number of D outputs
+        self._host_p: float | None = None  # p as a number for the CPU-side draws, read again only after p changed
+        self.register_load_state_dict_post_hook(lambda module, keys: module.forget_host_p())
 
     def forward(self, x: Tensor, rng: torch.Generator) -> Tensor:
-        return ada_augment(x, rng, float(self.p), self.transforms)
+        if self._host_p is None:  # after an adjustment or a loaded checkpoint only: no device read per step
+            self._host_p = float(self.p)
+        return ada_augment(x, rng, self._host_p, self.transforms)
+
+    def forget_host_p(self) -> None:
+        self._host_p = None
 
     @torch.no_grad()
     def observe(self, real_logits: Tensor) -> None:
@@ -418,6 +425,7 @@ class AdaptiveAugment(nn.Module):
             return None
         r_t = total / count
         self.p.copy_((self.p + torch.sign(r_t - self.target) * images / (self.kimg * 1000)).clamp(min=0))
+        self.forget_host_p()
         self.signs.zero_()
         return r_t
 
