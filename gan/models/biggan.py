@@ -108,7 +108,9 @@ class BigGAN(GANModule):
             live, ema = getattr(self, name), getattr(self, f"ema_{name}")
             if self.g_iter < self.ema_start:
                 ema.n_averaged.zero_()  # so the update copies G instead of averaging
-            copying = int(ema.n_averaged) == 0  # AveragedModel's first update copies too
+            # AveragedModel copies on its first update (n_averaged 0: the run's first iteration, or zeroed above);
+            # known from the counter alone, so the device is not asked for n_averaged at every iteration
+            copying = self.g_iter < max(self.ema_start, 1)
             buffers = [current if copying or not averaged.is_floating_point()
                        else averaged.lerp(current, 1.0 - self.ema_decay)
                        for averaged, current in zip(ema.module.buffers(), live.buffers())]
