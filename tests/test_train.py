@@ -132,7 +132,7 @@ def _write_png(path: Path, size=(12, 12)) -> None:
 def test_bad_input_raises_a_clear_error_and_leaves_no_run_directory(tmp_path, hydra_run_dir, case):
     folder = tmp_path / "images"
     overrides = {
-        "image_size": ["model=dcgan", "data=folder", f"data.root={folder}", "data.image_size=24", "data.batch_size=4"],
+        "image_size": ["model=dcgan", "data=folder", f"data.root={folder}", "data.image_size=36", "data.batch_size=4"],
         "celeba_missing": ["data=celeba", f"data.root={tmp_path / 'nowhere'}"],
         "empty_folder": ["data=folder", f"data.root={folder}"],
         "unreadable_image": ["data=folder", f"data.root={folder}", "data.image_size=8"],

@@ -291,3 +291,20 @@ def test_misspelt_or_mistyped_model_keys_are_named(hydra_run_dir, override, matc
     assert not hydra_run_dir.exists()
     if override.startswith("+"):
         assert "It accepts:" in str(excinfo.value) and "reg_every" in str(excinfo.value)
+
+
+def test_dcgan_at_mnist_size_starts_from_7x7_maps():
+    """28 = 7 x 2^2: G projects z to 7x7 maps (a 7x7 transposed convolution where 2^k sides use 4x4) and D's head reads
+    D's last 7x7 maps, as DCGAN-tensorflow's MNIST model starts from 7x7; the strided layers are DCGAN's own."""
+    from gan.nets.dcgan import DCGANDiscriminator, DCGANGenerator, stages
+    assert stages((1, 28, 28)) == (7, 2) and stages((3, 32, 32)) == (4, 3) and stages((3, 64, 64)) == (4, 4)
+    g, d = DCGANGenerator((1, 28, 28), latent_dim=100, width=64), DCGANDiscriminator((1, 28, 28), width=64, norm="batch")
+    assert [tuple(m.weight.shape) for m in g.net if isinstance(m, torch.nn.ConvTranspose2d)] == [
+        (100, 128, 7, 7), (128, 64, 4, 4), (64, 1, 4, 4)]
+    x = g(torch.randn(5, 100))
+    assert x.shape == (5, 1, 28, 28) and d(x).shape == (5,)
+    # 100*128*49 + 2*128 + 128*64*16 + 2*64 + 64*16 + 1 (G); 16*64 + 64 + 64*128*16 + 2*128 + 128*49 + 1 (D)
+    assert sum(p.numel() for p in g.parameters()) == 759_681 and sum(p.numel() for p in d.parameters()) == 138_689
+    for side in (24 + 12, 9, 112 + 8):  # 9 x 2^2, odd, 15 x 2^3
+        with pytest.raises(UserError, match="4, 5, 6 or 7 times a power of two"):
+            DCGANGenerator((1, side, side), latent_dim=8, width=8)

@@ -1,5 +1,6 @@
 """DCGAN (Radford et al. 2015): strided (transposed) convolutions, BN in G, LeakyReLU(0.2) in D,
-weights drawn from N(0, 0.02) as published. Any square power-of-two image size >= 8."""
+weights drawn from N(0, 0.02) as published. Square images whose side is 4..7 times a power of two, >= 8: the
+published 64x64 (4x4 -> 64), 32x32, and MNIST's own 28x28 (7x7 -> 14 -> 28, as DCGAN-tensorflow's MNIST model)."""
 from __future__ import annotations
 
 import math
@@ -31,6 +32,22 @@ def upsamplings(shape, networks: str = "DCGAN") -> int:
     return int(math.log2(shape[1])) - 2
 
 
+def stages(shape, networks: str = "DCGAN") -> tuple[int, int]:
+    """(base, n): the image side is base * 2^n with base in 4..7 and n >= 1; G starts from base x base maps and D
+    ends on them. Power-of-two sides give base 4, as `upsamplings`; 28 gives 7 x 2^2."""
+    side = shape[1] if len(shape) == 3 and shape[1] == shape[2] else 0
+    base, n = side, 0
+    while base >= 8 and base % 2 == 0:
+        base, n = base // 2, n + 1
+    if n == 0 or not 4 <= base <= 7:
+        raise UserError(
+            f"{networks} networks make square images whose side is 4, 5, 6 or 7 times a power of two and at least 8 "
+            f"(e.g. 28, 32, 64), but the data has shape {tuple(shape)} (channels, height, width). Set a supported "
+            f"size, e.g. `data.image_size=32`; for 2-D toy data use MLP networks (`model=gan`, or `model.arch=mlp`)."
+        )
+    return base, n
+
+
 def dcgan_init(module: nn.Module) -> None:
     """The published initialisation: conv/linear weights ~ N(0, 0.02), BN scale ~ N(1, 0.02), zero biases."""
     for m in module.modules():
@@ -49,9 +66,9 @@ class DCGANGenerator(nn.Module):
                  conditioning: str = "none"):
         super().__init__()
         self.num_classes = num_classes if validate_conditioning(conditioning, num_classes) != "none" else None
-        n_up = upsamplings(shape)
+        base, n_up = stages(shape)
         channels = width * 2 ** (n_up - 1)
-        layers = [nn.ConvTranspose2d(latent_dim + (self.num_classes or 0), channels, 4, 1, 0, bias=False),
+        layers = [nn.ConvTranspose2d(latent_dim + (self.num_classes or 0), channels, base, 1, 0, bias=False),
                   nn.BatchNorm2d(channels), nn.ReLU(True)]
         for _ in range(n_up - 1):
             layers += [nn.ConvTranspose2d(channels, channels // 2, 4, 2, 1, bias=False),
@@ -75,7 +92,7 @@ class DCGANDiscriminator(nn.Module):
         check_choice("model.discriminator.norm", norm, NORMS)
         self.conditioning = validate_conditioning(conditioning, num_classes)
         self.num_classes = num_classes
-        n_down = upsamplings(shape)
+        base, n_down = stages(shape)
         in_channels = shape[0] * pack + (num_classes if self.conditioning == "concat" else 0)
         layers = [sn(nn.Conv2d(in_channels, width, 4, 2, 1), norm), nn.LeakyReLU(0.2, True)]
         channels = width
@@ -84,8 +101,8 @@ class DCGANDiscriminator(nn.Module):
                        norm_2d(norm, channels * 2), nn.LeakyReLU(0.2, True)]
             channels *= 2
         self.features = nn.Sequential(*layers, nn.Flatten())
-        # A linear layer over the final 4x4 maps is the paper's 4x4 valid convolution to one logit.
-        self.head = DiscriminatorHead(channels * 16, num_classes, self.conditioning, norm)
+        # A linear layer over the final base x base maps is the paper's 4x4 valid convolution to one logit.
+        self.head = DiscriminatorHead(channels * base * base, num_classes, self.conditioning, norm)
         dcgan_init(self)
 
     def forward(self, x: Tensor, y: Tensor | None = None, return_class_logits: bool = False):

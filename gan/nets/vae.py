@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from gan.errors import positive_int
 from gan.nets.conditioning import NORMS, check_choice
-from gan.nets.dcgan import DCGANDiscriminator, DCGANGenerator, dcgan_init, upsamplings
+from gan.nets.dcgan import DCGANDiscriminator, DCGANGenerator, dcgan_init, stages
 
 
 class VAEEncoder(nn.Module):
@@ -19,8 +19,9 @@ class VAEEncoder(nn.Module):
         self.latent_dim = positive_int("model.latent_dim", latent_dim)
         check_choice("model.encoder.norm", norm, NORMS)
         self.features = DCGANDiscriminator(shape, width=positive_int("model.encoder.width", width), norm=norm).features
-        channels = width * 2 ** (upsamplings(shape, "VAE") - 1)
-        self.head = nn.Linear(channels * 16, 2 * self.latent_dim)  # where D has its 4x4 "convolution" to one logit
+        base, n_down = stages(shape, "VAE")
+        channels = width * 2 ** (n_down - 1)
+        self.head = nn.Linear(channels * base * base, 2 * self.latent_dim)  # where D has its 4x4 "convolution" to one logit
         dcgan_init(self.head)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
