@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the package and its dependencies
 
-run: $(STAMP)  ## train the default experiment: DCGAN on the embedded digits (ARGS="key=value ..." adds overrides)
+run: $(STAMP)  ## train the default experiment: DCGAN on the embedded 28x28 MNIST digits (ARGS="key=value ..." adds overrides)
 	$(PY) -m gan.run $(ARGS)
 
 test: $(STAMP)  ## the fast test suite (CPU, a few minutes)

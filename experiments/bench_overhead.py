@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PRESETS = {"dcgan": [], "toy": ["experiment=toy_gan", "data=grid", "trainer.max_steps=-1"]}
+PRESETS = {"dcgan": ["data=digits"], "toy": ["experiment=toy_gan", "data=grid", "trainer.max_steps=-1"]}
 
 
 def compose_config(g_iters: int, overrides: list[str], run_dir: str):

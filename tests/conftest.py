@@ -22,14 +22,28 @@ FAST = ["g_iters=4", "logger=none", "callbacks.samples.every_g_iters=2", "callba
         "metrics=none"]
 
 
+# The tests train on the 8x8 digits at 16 px, not on the default run's 28 px MNIST digits (conf/train.yaml): a test
+# that does not choose its data gets these.
+TEST_DATA = "data=digits"
+
+
+def with_test_data(args) -> list[str]:
+    """`args` and TEST_DATA unless they choose the data, an experiment (which chooses its own) or resume a run."""
+    args = list(args)
+    chosen = any(a.startswith(("data=", "resume=", "ckpt=", "experiment=")) for a in args)
+    return args if chosen else [*args, TEST_DATA]
+
+
 def compose_config(run_dir: Path, *overrides: str, fast: bool = True):
-    """The training config exactly as `python -m gan.run` composes it, with the run directory given."""
+    """The training config as `python -m gan.run` composes it (on TEST_DATA unless `overrides` choose the data),
+    with the run directory given."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", overrides=[*(FAST if fast else []), *overrides, f"paths.run_dir={run_dir}"])
+        return compose("train", overrides=with_test_data([*(FAST if fast else []), *overrides,
+                                                          f"paths.run_dir={run_dir}"]))
 
 
 def model_config(model: str, node: str = "", *overrides: str) -> DictConfig:
-    """conf/model/<model>.yaml as a run composes it (on the default data unless `overrides` choose other), or the
+    """conf/model/<model>.yaml as a run composes it (on TEST_DATA unless `overrides` choose other), or the
     config of the object under `node` (e.g. "generator"). A test that builds a model or a network directly takes its
     settings from here, so that the YAML stays the one home of every value (tests/test_settings_home.py)."""
     cfg = compose_config(Path("unused"), f"model={model}", *overrides, fast=False)
@@ -63,6 +77,8 @@ def run_cli(*args: str, cwd: Path, env: dict | None = None, module: str = "gan.r
             timeout: float = 300) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline", **(env or {})}
     full_env = {key: value for key, value in full_env.items() if value is not None}  # None removes a variable
+    if module == "gan.run" and "--help" not in args:
+        args = with_test_data(args)
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
 
