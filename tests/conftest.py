@@ -97,6 +97,7 @@ def kill_and_resume(tmp_path: Path, args: list[str], kill_after: str = "g000009.
     """Run `gan.run *args` once whole and once SIGKILLed as soon as `kill_after` is written, then resumed.
     Returns (whole, parts), the two run directories."""
     whole, parts = tmp_path / "whole", tmp_path / "parts"
+    args = with_test_data(args)
     assert run_cli(*args, f"hydra.run.dir={whole}", cwd=tmp_path).returncode == 0
     env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline"}
     proc = subprocess.Popen([sys.executable, "-m", "gan.run", *args, f"hydra.run.dir={parts}"], cwd=tmp_path, env=env,
