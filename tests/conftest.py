@@ -30,8 +30,11 @@ TEST_DATA = "data=digits"
 def with_test_data(args) -> list[str]:
     """`args` and TEST_DATA unless they choose the data, an experiment (which chooses its own) or resume a run."""
     args = list(args)
-    chosen = any(a.startswith(("data=", "resume=", "ckpt=", "experiment=")) for a in args)
-    return args if chosen else [*args, TEST_DATA]
+    if any(a.startswith(("data=", "resume=", "ckpt=", "experiment=")) for a in args):
+        return args
+    # beside the first override: Hydra's command line takes its overrides as one run of positionals (-m, --cfg job)
+    at = next((i + 1 for i, a in enumerate(args) if "=" in a and not a.startswith("-")), len(args))
+    return [*args[:at], TEST_DATA, *args[at:]]
 
 
 def compose_config(run_dir: Path, *overrides: str, fast: bool = True):
