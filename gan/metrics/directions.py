@@ -13,6 +13,8 @@ HIGHER_IS_BETTER = {
     # image-to-image translation (gan.metrics.translation); cycle_l1 alone is no criterion: the identity scores 0
     "l1": False, "psnr": True, "ssim": True, "fid_ab": False, "fid_ba": False, "class_accuracy": True,
     "class_accuracy_ab": True, "class_accuracy_ba": True, "attribute_accuracy": True, "cycle_l1": False,
+    # latent codes (InfoGAN, gan.kinds.latent_codes): code vs class accuracy; the mutual-information lower bounds
+    "code_accuracy": True, "mi_categorical": True, "mi_continuous": True,
     # text GANs on SeqGAN's oracle (gan.metrics.text): per-token negative log-likelihoods
     "nll_oracle": False, "nll_test": False,
     # likelihood models (VAE): upper bounds on the negative log-likelihood (recon_nll and kl are descriptions)
