@@ -16,13 +16,15 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_object
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import InterpolationKeyError
 from pytorch_lightning.utilities import rank_zero_only
 
 from gan.callbacks.checkpoint import AtomicCheckpointIO, EmbedConfig
 from gan.callbacks.progress import IterationBudget
 from gan.checkpoints import SAFE_GLOBALS, load_run_checkpoint
 from gan.errors import DivergenceError, UserError
-from gan.kinds import check_fields, check_model
+from gan.data import data_configs_serving
+from gan.kinds import check_fields, check_model, get_kind
 from gan.storage import save_json
 
 # Checkpoints land after the generator update by design (see GIterCheckpoint), not a surprise to warn about.
@@ -154,7 +156,7 @@ def build(cfg: DictConfig, run_dir: Path):
         for key, value in datamodule.settings_from_data().items():
             if cfg.data.get(key) is None:
                 cfg.data[key] = value
-    model = instantiate(cfg.model)
+    model = _build_model(cfg, datamodule)
     check_model(model)
     check_fields(model, datamodule)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None and "_target_" in c]
@@ -166,6 +168,27 @@ def build(cfg: DictConfig, run_dir: Path):
                           plugins=[AtomicCheckpointIO()], use_distributed_sampler=False, limit_val_batches=0,
                           num_sanity_val_steps=0)
     return datamodule, model, trainer
+
+
+def _build_model(cfg: DictConfig, datamodule):
+    """The model; a model config that reads a data setting this data lacks (SRGAN's `data.scale`, StarGAN's
+    `data.num_attributes`) needs another kind of data: said as check_fields says it, naming the data that fits."""
+    try:
+        return instantiate(cfg.model)
+    except (InterpolationKeyError, InstantiationException) as error:
+        missing = re.search(r"Interpolation key '(data\.[\w.]+)' not found", str(error))
+        if missing is None:
+            raise
+        kind = inspect.getattr_static(get_object(cfg.model._target_), "kind", None)  # declared on the class
+        fits = data_configs_serving(get_kind(kind).fields) if isinstance(kind, str) else []
+        raise UserError(
+            f"Model {cfg.model.name} reads {missing.group(1)}, which data={datamodule.name} does not have: it trains on "
+            f"another kind of data ({kind}: batches with the fields {', '.join(get_kind(kind).fields)}). Data that "
+            f"fits this model: {', '.join('data=' + name for name in fits) or 'none of the configs in conf/data'}. "
+            f"Choose one of those, or a model for this data."
+            if isinstance(kind, str) else
+            f"Model {cfg.model.name} reads {missing.group(1)}, which data={datamodule.name} does not have. See the "
+            f"header of conf/model/{cfg.model.name}.yaml for the data it needs.") from None
 
 
 def _prepare_new_run(cfg: DictConfig, run_dir: Path) -> None:

@@ -32,7 +32,10 @@ def one_paragraph(text: str) -> str:
 
 # ---------------------------------------------------------------- bad input, before anything trains
 @pytest.mark.parametrize("model, fits", [("pix2pix", "data=aligned, data=digits_edges"),
-                                         ("cyclegan", "data=digits_styles, data=unaligned")])
+                                         ("cyclegan", "data=digits_styles, data=unaligned"),
+                                         # these read a data setting noise data lacks (data.num_attributes, data.scale)
+                                         ("stargan", "data=celeba_attributes, data=digits_attributes, data=domain_folder"),
+                                         ("srgan", "data=div2k, data=mnist5k_x4, data=sr_folder")])
 def test_a_translation_model_on_noise_data_exits_2_naming_the_data_that_fits(tmp_path, model, fits):
     result = run_cli(f"model={model}", "data=digits", "logger=none", "metrics=none", "g_iters=2",
                      f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
