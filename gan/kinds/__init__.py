@@ -97,6 +97,23 @@ def value_rows(values: dict[str, float]) -> str:
     return "\n".join([f"  {'metric':<{width}}  value", *(f"  {k:<{width}}  {v:.6g}" for k, v in values.items())])
 
 
+def reference_table(values: dict[str, float], columns: list[tuple[str, str]],
+                    fallback: dict[str, str] | None = None) -> list[str]:
+    """A table's lines: one row per value whose key has no `/`, its value, then for each (prefix, title) of `columns`
+    the value `<prefix>/<key>` (the reference rows: real data, identity, bicubic, shuffled captions), or the
+    `fallback` text of that `<prefix>/<key>`, or "-"."""
+    keys = [k for k in values if "/" not in k]
+    width = max(len(k) for k in [*keys, "metric"])
+    fallback = fallback or {}
+
+    def cell(key: str) -> str:
+        return f"{values[key]:<12.6g}" if key in values else f"{fallback.get(key, '-'):<12}"
+
+    header = f"  {'metric':<{width}}  {'value':<12}  " + "  ".join(f"{title:<12}" for _, title in columns)
+    rows = [f"  {k:<{width}}  {cell(k)}  " + "  ".join(cell(f"{prefix}/{k}") for prefix, _ in columns) for k in keys]
+    return [line.rstrip() for line in (header, *rows)]
+
+
 def register(cls: type[Kind]) -> type[Kind]:
     """Class decorator: make a kind known by its name."""
     if cls.name in KINDS and type(KINDS[cls.name]) is not cls:

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 
-from gan.kinds import EvalRequest, Kind, register
+from gan.kinds import EvalRequest, Kind, reference_table, register
 from gan.metrics.quantize import from_uint8
 from gan.metrics.translation import (DATA_RANGE, FLIP_PROBABILITY, REF_IDENTITY, REF_REAL, Judges, attribute_accuracy,
                                      class_accuracy, frechet, labels_known, mean, partner_split, pixel_l1, private_rng,
@@ -120,18 +120,11 @@ class TranslationKind(Kind):
         header = (f"{p['dataset']} / {p['split']} split, {p['translation']} translation, {records}, backbone "
                   f"{p['backbone']} (weights {p['weights_sha256']}, resize {p['resize']}), seed {p['seed']}, "
                   f"g_iter {p['g_iter']}, eval_dropout {p['eval_dropout']}, eval_batch_stats {p['eval_batch_stats']}")
-        keys = [k for k in values if "/" not in k]
-        width = max(len(k) for k in [*keys, "metric"])
-
-        def cell(key: str) -> str:
-            return f"{values[key]:<12.6g}" if key in values else f"{'-':<12}"
-
-        rows = [f"  {k:<{width}}  {cell(k)}  {cell(f'{REF_REAL}/{k}')}  {cell(f'{REF_IDENTITY}/{k}')}".rstrip()
-                for k in keys]
         notes = [f"  real: the metric on real target images (FID: {p['ref_real_fid']}); identity: output = input"]
         if "fid_warning" in p:
             notes.append(f"  note: {p['fid_warning']}")
-        return "\n".join([header, f"  {'metric':<{width}}  {'value':<12}  {'real':<12}  identity", *rows, *notes])
+        rows = reference_table(values, [(REF_REAL, "real"), (REF_IDENTITY, "identity")])
+        return "\n".join([header, *rows, *notes])
 
     def sample_arrays(self, evaluation) -> dict[str, Any]:
         """The translations as `arr_0` (A->B for CycleGAN) and, named as in `Evaluation.arrays`, the inputs, the other
