@@ -13,6 +13,8 @@ HIGHER_IS_BETTER = {
     # image-to-image translation (gan.metrics.translation); cycle_l1 alone is no criterion: the identity scores 0
     "l1": False, "psnr": True, "ssim": True, "fid_ab": False, "fid_ba": False, "class_accuracy": True,
     "class_accuracy_ab": True, "class_accuracy_ba": True, "attribute_accuracy": True, "cycle_l1": False,
+    # super-resolution (gan.kinds.super_resolution): luminance PSNR / SSIM with the border cropped
+    "psnr_y": True, "ssim_y": True,
     # latent codes (InfoGAN, gan.kinds.latent_codes): code vs class accuracy; the mutual-information lower bounds
     "code_accuracy": True, "mi_categorical": True, "mi_continuous": True,
     # text GANs on SeqGAN's oracle (gan.metrics.text): per-token negative log-likelihoods
