@@ -269,7 +269,8 @@ def test_every_data_config_names_a_backbone_that_fits_its_data(config):
     expected = {"digits": "classifier", "mnist": "classifier", "mnist5k": "classifier", "fashion_mnist": "classifier",
                 "ring": "toy",
                 "grid": "toy", "digits_edges": "classifier", "digits_styles": "classifier",
-                "digits_attributes": "classifier", "oracle": "oracle"}.get(data.name, "inception")
+                "digits_attributes": "classifier", "mnist5k_x4": "classifier", "digits_captions": "classifier",
+                "oracle": "oracle"}.get(data.name, "inception")
     assert resolve_backbone("auto", datamodule) == expected
 
 
