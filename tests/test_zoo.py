@@ -231,6 +231,8 @@ PAPERS = {  # model: (module class, G, D, loss, regulariser, weight, n_critic, o
     "wgan_gp": ("GANModule", "ResNetGenerator", "ResNetDiscriminator", "wasserstein", "gradient_penalty", 10.0, 5, "Adam", 2e-4, 2e-4, (0.0, 0.9), "none"),
     "sngan": ("GANModule", "ResNetGenerator", "ResNetDiscriminator", "hinge", None, 0.0, 5, "Adam", 2e-4, 2e-4, (0.0, 0.9), "spectral"),
     "projection": ("GANModule", "ResNetGenerator", "ResNetDiscriminator", "hinge", None, 0.0, 5, "Adam", 2e-4, 2e-4, (0.0, 0.9), "spectral"),
+    # openai/InfoGAN run_mnist_exp.py: `generator_learning_rate=1e-3, discriminator_learning_rate=2e-4`, beta1 0.5
+    "infogan": ("InfoGAN", "InfoGANGenerator", "InfoGANDiscriminator", "non_saturating", None, 0.0, 1, "Adam", 1e-3, 2e-4, (0.5, 0.999), "batch"),
 }
 CONDITIONING = {"cgan": "concat", "acgan": "acgan", "projection": "projection"}
 
