@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from torch import nn
 
-from conftest import assert_same, compose_config, final_state, kill_and_resume, run_cli
+from conftest import assert_same, compose_config, ddp_run, final_state, kill_and_resume, run_cli
 from gan.data.super_resolution import DIV2KSuperResolution, FolderSuperResolution, MNIST5kSuperResolution
 from gan.errors import UserError
 from gan.kinds import check_model, get_kind
@@ -378,14 +378,6 @@ def test_killed_and_resumed_ends_like_an_uninterrupted_run(tmp_path):
 
 @pytest.mark.slow
 def test_runs_under_ddp_on_two_cpu_processes(tmp_path):
-    run = tmp_path / "ddp"
-    result = run_cli(*CLI_TINY, "model.pretrain_iters=2", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-                     "g_iters=4", "model.log_every=1", "logger=none", "callbacks.checkpoint.every_g_iters=2",
-                     "callbacks.samples.every_g_iters=2", f"hydra.run.dir={run}", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["g_iter"] for r in records] == [1, 2, 3, 4]  # written once, by rank 0
-    assert all(math.isfinite(v) for r in records for k, v in r.items() if k.startswith("train/"))
+    records = ddp_run(tmp_path, *CLI_TINY, "model.pretrain_iters=2", "logger=none")
     assert "train/mse_loss" in records[0] and "train/g_loss" in records[-1]
     assert records[-1]["images_seen"] == 4 * 4 * 2  # 2 ranks x batch 4
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["g000002.ckpt", "g000004.ckpt", "last.ckpt"]
