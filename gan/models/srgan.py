@@ -152,12 +152,13 @@ class SRGAN(TranslationModule):
             for logger in self.trainer.loggers:
                 logger.log_hyperparams({"model/content_used": self.content_used})
 
+    def on_fit_start(self) -> None:
+        """The content network joins the model's device once (it is no submodule: its weights stay out of
+        checkpoints, so Lightning's move to the device does not take it)."""
+        self._content[0].to(self.device)
+
     def content_features(self, x: Tensor) -> Tensor:
-        net, = self._content
-        parameter = next(net.parameters(), None)
-        if parameter is not None and parameter.device != x.device:
-            net.to(x.device)
-        return net(x)
+        return self._content[0](x)
 
     # ---- the phases ---------------------------------------------------------------------------------------------
     def pretrain_loss(self, batch: Batch) -> Tensor:
