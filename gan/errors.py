@@ -16,6 +16,16 @@ class DivergenceError(Exception):
     """A loss became NaN or Inf: training stops before the bad update is applied or checkpointed."""
 
 
+class Stopped(Exception):
+    """A stop signal (Slurm's before a time limit or a preemption, `scancel`'s SIGTERM) ended training at the end of
+    iteration `g_iter`, which `last.ckpt` holds."""
+
+    def __init__(self, signal_name: str, g_iter: int):
+        super().__init__(f"stopped by {signal_name} after generator iteration {g_iter}")
+        self.signal_name, self.g_iter = signal_name, g_iter
+        self.requeued = False  # set by gan.train once Slurm has the job back in its queue
+
+
 def positive_int(key: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise UserError(f"{key} must be a positive integer, got {value!r}.")

@@ -12,6 +12,8 @@ from typing import Any, Mapping
 from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 
+from gan.storage import atomic_write
+
 # The loggers Lightning's rank-zero messages go through (`rank_zero_info` of pytorch_lightning and lightning_fabric).
 LIGHTNING_MESSAGE_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
                              "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
@@ -67,6 +69,23 @@ class JsonlLogger(Logger):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
+
+    @rank_zero_only
+    def rewind(self, g_iter: int) -> None:
+        """Keep the records up to `g_iter`, the iteration a run resumes from (0: a new run), so the records logged
+        after that checkpoint and before an interruption are not there twice once the run logs them again."""
+        if not self.path.is_file():
+            return
+        kept = [line for line in self.path.read_text().splitlines() if _logged_by(line, g_iter)]
+        atomic_write(self.path, lambda f: f.write("".join(line + "\n" for line in kept)), mode="w")
+
+
+def _logged_by(line: str, g_iter: int) -> bool:
+    """A whole record (not the half line of a process killed while writing) of iteration `g_iter` or before."""
+    try:
+        return (json.loads(line).get("g_iter") or 0) <= g_iter
+    except (ValueError, AttributeError):
+        return False
 
 
 def _plain(value):

@@ -6,6 +6,8 @@ import os
 import re
 import secrets
 import shutil
+import signal
+import subprocess
 import time
 import warnings
 from pathlib import Path
@@ -17,14 +19,16 @@ from hydra.utils import get_object
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationKeyError
+from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.utilities import rank_zero_only
 
 from gan.callbacks.checkpoint import AtomicCheckpointIO, EmbedConfig
 from gan.callbacks.progress import IterationBudget
 from gan.checkpoints import SAFE_GLOBALS, load_run_checkpoint
-from gan.errors import DivergenceError, UserError
+from gan.errors import DivergenceError, Stopped, UserError
 from gan.data import data_configs_serving
 from gan.kinds import check_fields, check_model, get_kind
+from gan.loggers import JsonlLogger
 from gan.storage import save_json
 
 # Checkpoints land after the generator update by design (see GIterCheckpoint), not a surprise to warn about.
@@ -101,13 +105,32 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu"):
     return cfg, datamodule, module.eval()
 
 
-def _resumed_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, dict[str, tuple[int, ...]]]:
+def restarted_from(run_dir: Path) -> Path | None:
+    """The checkpoint a job that its cluster runs again continues: a Slurm job requeued (SLURM_RESTART_COUNT, after a
+    preemption, a time limit or `scontrol requeue`) or a torchrun restart (TORCHELASTIC_RESTART_COUNT) resumes its own
+    run directory's `last.ckpt`, when it wrote one."""
+    restarts = max(int(os.environ.get(name) or 0) for name in ("SLURM_RESTART_COUNT", "TORCHELASTIC_RESTART_COUNT"))
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    return ckpt if restarts and ckpt.is_file() else None
+
+
+def _check_new_run_dir(run_dir: Path) -> None:
+    """A new run never writes over another run's checkpoints (a fixed hydra.run.dir run twice)."""
+    if (run_dir / "checkpoints" / "last.ckpt").is_file():
+        raise UserError(
+            f"The run directory {run_dir} already holds a run (checkpoints/last.ckpt), and this command starts a new one "
+            f"there, which would overwrite its checkpoints. Continue that run with `python -m gan.run resume={run_dir}`, "
+            f"or give the new run its own directory (leave out hydra.run.dir, or name another one).")
+
+
+def _resumed_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, dict[str, tuple[int, ...]], int]:
     """The saved run's config, with this command line's other overrides on top (e.g. `g_iters=4000`, or a
-    group such as `trainer=default`), taken from the freshly composed config so Hydra's parsing holds; and the shapes
-    of the checkpoint's weights. Reading the file here also vets it (safe loading, clear errors) before anything is
-    built or Lightning reads it. An override that makes it another model is refused."""
+    group such as `trainer=default`), taken from the freshly composed config so Hydra's parsing holds; the shapes
+    of the checkpoint's weights; and its iteration. Reading the file here also vets it (safe loading, clear errors)
+    before anything is built or Lightning reads it. An override that makes it another model is refused."""
     checkpoint = load_run_checkpoint(cfg.resume)
     saved = OmegaConf.create(checkpoint["gan_config"])
+    run_id = OmegaConf.select(saved, "logger.wandb.id")
     trained_as = saved.model.name
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+")
@@ -115,9 +138,11 @@ def _resumed_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, 
             continue
         OmegaConf.update(saved, key, OmegaConf.select(cfg, key), merge=False, force_add=True)
     saved.resume = cfg.resume
+    if run_id and "wandb" in (saved.get("logger") or {}) and OmegaConf.select(saved, "logger.wandb.id") is None:
+        saved.logger.wandb.id = run_id  # `logger=wandb` again (a requeued job's command line): the same W&B run
     if saved.model.name != trained_as:
         raise UserError(_refused_resume(cfg.resume, trained_as, f"make it model {saved.model.name}"))
-    return saved, {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
+    return saved, {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}, checkpoint["gan_progress"]["g_iter"]
 
 
 def _refused_resume(ckpt, trained_as: str, change: str) -> str:
@@ -138,8 +163,6 @@ def _check_resumable(model, shapes: dict[str, tuple[int, ...]], ckpt, trained_as
 
 
 def _build_loggers(cfg: DictConfig, run_dir: Path) -> list:
-    from gan.loggers import JsonlLogger
-
     loggers = [JsonlLogger(run_dir)]
     for name, logger_cfg in (cfg.get("logger") or {}).items():
         if logger_cfg is not None and "_target_" in logger_cfg:
@@ -167,6 +190,10 @@ def build(cfg: DictConfig, run_dir: Path):
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=_build_loggers(cfg, run_dir),
                           plugins=[AtomicCheckpointIO()], use_distributed_sampler=False, limit_val_batches=0,
                           num_sanity_val_steps=0)
+    if cfg.trainer.get("sync_batchnorm") and isinstance(trainer.accelerator, CPUAccelerator) and trainer.world_size > 1:
+        raise UserError("trainer.sync_batchnorm=true needs GPUs: PyTorch's SyncBatchNorm, which it turns BatchNorm into, "
+                        "refuses modules on the CPU. Leave it off for DDP on CPU processes (batch norm statistics are "
+                        "then each process's own), or train on GPUs (trainer.accelerator=gpu).")
     return datamodule, model, trainer
 
 
@@ -199,10 +226,18 @@ def _prepare_new_run(cfg: DictConfig, run_dir: Path) -> None:
 
 def train(cfg: DictConfig, overrides: list[str] = ()) -> float | None:
     """Train one run in `cfg.paths.run_dir`. Returns the monitored validation metric when there is one."""
+    restart = None if cfg.get("resume") else restarted_from(Path(cfg.paths.run_dir))
+    if restart is not None:
+        with open_dict(cfg):
+            cfg.resume = str(restart)
+        _say(f"Job restarted by the cluster: resuming {restart}.")
+    resumed_at = 0
     if cfg.get("resume"):
-        cfg, shapes = _resumed_config(cfg, list(overrides))
+        cfg, shapes, resumed_at = _resumed_config(cfg, list(overrides))
     run_dir = Path(cfg.paths.run_dir)
     new_run = not cfg.get("resume")
+    if new_run:
+        _check_new_run_dir(run_dir)
     try:
         if new_run:
             _prepare_new_run(cfg, run_dir)
@@ -217,13 +252,18 @@ def train(cfg: DictConfig, overrides: list[str] = ()) -> float | None:
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        for logger in trainer.loggers:  # what was logged after the checkpoint is logged again, once
+            if isinstance(logger, JsonlLogger):
+                logger.rewind(resumed_at)
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    started, status = time.time(), "completed"
+    started, status, stopped = time.time(), "completed", None
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):  # Lightning's resume reads the file the same safe way
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("resume") or None, weights_only=True)
+    except Stopped as error:  # last.ckpt holds the iteration the signal arrived in
+        stopped, status = error, "requeued" if _requeueable(error) else "cancelled"
     except BaseException as error:
         status = {DivergenceError: "diverged", KeyboardInterrupt: "interrupted"}.get(type(error), "failed")
         raise
@@ -231,10 +271,51 @@ def train(cfg: DictConfig, overrides: list[str] = ()) -> float | None:
         if not trainer.fast_dev_run and status == "completed":
             trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)  # the whole state
         summary = _summarise(cfg, trainer, model, run_dir, status, time.time() - started)
+        if stopped is not None:
+            summary |= {"stopped_by": stopped.signal_name, "resume": f"python -m gan.run resume={run_dir.resolve()}"}
         if trainer.is_global_zero:
             save_json(summary, run_dir / "summary.json")
         _print_summary(summary)
+    if stopped is not None:
+        if status == "requeued" and trainer.is_global_zero and not _requeue(_slurm_job()):  # last: Slurm ends the job
+            save_json(summary | {"status": "cancelled"}, run_dir / "summary.json")  # Slurm refused: resume by hand
+        stopped.requeued = status == "requeued"
+        raise stopped
     return summary.get("objective")
+
+
+def _slurm_job() -> str | None:
+    """This process's Slurm job (`<array job>_<task>` for an array), or None outside a Slurm job's task."""
+    if os.environ.get("SLURM_PROCID") is None:
+        return None
+    array = os.environ.get("SLURM_ARRAY_JOB_ID")
+    return f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array else os.environ.get("SLURM_JOB_ID")
+
+
+def _requeueable(stopped: Stopped) -> bool:
+    """Slurm's warning signals (SIGUSR1, SIGUSR2: a time limit or a preemption ahead) put a job back in the queue;
+    SIGTERM (`scancel`), or any signal outside a Slurm job, ends the run."""
+    return _slurm_job() is not None and stopped.signal_name in ("SIGUSR1", "SIGUSR2")
+
+
+def _requeue(job: str) -> bool:
+    """`scontrol requeue`, once summary.json says "requeued"; the requeued job resumes last.ckpt (restarted_from)."""
+    done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"Could not requeue Slurm job {job} (scontrol requeue: {done.stderr.strip()}). The run directory holds the "
+              f"checkpoint of the last iteration: resume it with `python -m gan.run resume=<run dir>`, and check that "
+              f"the partition allows requeueing (sbatch --requeue, JobRequeue=1).", flush=True)
+    return done.returncode == 0
+
+
+def stop_exit_code(stopped: Stopped) -> int:
+    """The shell's code for a process ended by that signal (143 for SIGTERM)."""
+    return 128 + signal.Signals[stopped.signal_name].value
+
+
+@rank_zero_only
+def _say(message: str) -> None:
+    print(message, flush=True)
 
 
 @rank_zero_only
@@ -277,4 +358,5 @@ def _print_summary(summary: dict) -> None:
         f"{summary['g_iter']} generator iterations in {summary['wall_time_s']:.0f}s.\n"
         f"  run directory: {summary['run_dir']}\n  last samples:  {summary['last_samples']}\n"
         f"  checkpoint:    {summary['last_ckpt']}"
+        + (f"\n  stopped by {summary['stopped_by']}; continue with: {summary['resume']}" if summary.get("resume") else "")
     )
