@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -190,3 +191,28 @@ class ImageGeneratorStandIn:
 
     def extra_grids(self, generator, size):
         return {}
+
+
+def slurm_answers() -> bool:
+    """`sinfo` reaches a cluster with a node that takes jobs."""
+    if shutil.which("sinfo") is None:
+        return False
+    states = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30).stdout
+    return any(state.strip().rstrip("*") in ("idle", "mixed", "allocated") for state in states.split())
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A cluster to submit to: the one `sinfo` reaches, else the local cluster .ci/slurm-local starts on this machine
+    (root, Debian's slurm-wlm and munge; two node entries), stopped again after the tests."""
+    started = False
+    if not slurm_answers():
+        up = subprocess.run(["bash", str(REPO / ".ci" / "slurm-local"), "up"], capture_output=True, text=True,
+                            timeout=900)
+        if up.returncode != 0 or not slurm_answers():
+            pytest.skip("no Slurm cluster to submit to, and .ci/slurm-local could not start one here: "
+                        + (up.stderr or up.stdout).strip()[-400:])
+        started = True
+    yield
+    if started:
+        subprocess.run(["bash", str(REPO / ".ci" / "slurm-local"), "down"], capture_output=True, timeout=120)
