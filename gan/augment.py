@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gan.errors import UserError, positive_float, positive_int
+from gan.models.core import host_values
 
 AUGMENTS = ("none", "diffaugment", "ada")
 
@@ -229,7 +230,7 @@ def geometry(n: int, height: int, width: int, enabled: Sequence[str], p: float, 
     if "scale" in enabled:  # augment.py:224-230
         s = with_probability(rng, p, torch.exp2(torch.randn(n, generator=rng) * SCALE_STD), 1)
         g_inv = g_inv @ scale2d(1 / s, 1 / s, n)
-    p_rot = float(1 - torch.sqrt((1 - torch.tensor(p)).clamp(0, 1)))  # augment.py:233: P(pre or post rotation) = p
+    p_rot = host_values(1 - torch.sqrt((1 - torch.tensor(p)).clamp(0, 1)))  # augment.py:233: P(pre or post rotation) = p
     if "rotate" in enabled:  # augment.py:232-239, before the anisotropic scaling
         theta = with_probability(rng, p_rot, (torch.rand(n, generator=rng) * 2 - 1) * torch.pi * ROTATE_MAX, 0)
         g_inv = g_inv @ rotate2d(theta, n)  # rotate2d_inv(-theta)
@@ -276,7 +277,7 @@ def resample(x: Tensor, g_inv: Tensor) -> Tensor:
     margin = torch.cat([-margin, margin]).max(dim=1).values  # [x0, y0, x1, y1]: how far outside the image they reach
     margin = margin + torch.tensor([hz_pad * 2 - cx, hz_pad * 2 - cy] * 2)
     margin = margin.clamp(min=0).minimum(torch.tensor([w - 1, h - 1] * 2, dtype=margin.dtype))
-    mx0, my0, mx1, my1 = (int(m) for m in margin.ceil().tolist())
+    mx0, my0, mx1, my1 = (int(m) for m in host_values(margin.ceil()))
     x = F.pad(x, [mx0, mx1, my0, my1], mode="reflect")
     g_inv = translate2d((mx0 - mx1) / 2, (my0 - my1) / 2, n) @ g_inv
     x = upfirdn2d(x, hz, up=2, padding=[(len(SYM6) + 1) // 2, (len(SYM6) - 2) // 2] * 2, gain=4)  # upsample2d
@@ -362,13 +363,13 @@ def ada_augment(x: Tensor, rng: torch.Generator, p: float, enabled: Sequence[str
     if geometric:
         g_inv = geometry(n, h, w, geometric, p, rng)
         moved = (g_inv != torch.eye(3)).flatten(1).any(1)
-        if moved.any():
+        if host_values(moved.any()):
             warped = None if any(name in GEOM for name in geometric) else blit(x, g_inv)
             warped = resample(x, g_inv) if warped is None else warped
             x = torch.where(moved.to(x.device).view(-1, 1, 1, 1), warped, x)
     if any(name in COLOR for name in enabled):
         c_mat, unchanged = colour(n, c, enabled, p, rng)
-        if not unchanged.all():
+        if not host_values(unchanged.all()):
             x = torch.where(unchanged.to(x.device).view(-1, 1, 1, 1), x, recolour(x, c_mat))
     return x
 
@@ -415,16 +416,16 @@ class AdaptiveAugment(nn.Module):
         self.signs[1] += real_logits.numel()
 
     @torch.no_grad()
-    def adjust(self, images: int) -> Tensor | None:
+    def adjust(self, images: int) -> Tensor:
         """After `images` real images were shown: p += sign(r_t - target) * images / (kimg * 1000), clamped below at 0
         only, as stylegan2-ada-pytorch's training_loop.py:314-315 (`.max(0)`): p may pass 1, where every transform is
         applied to every image (the draws compare with p) and p takes as long to come back below 1 as it went past.
-        Returns r_t (None when D judged no real image since the last adjustment)."""
+        Returns r_t (0 when D judged no real image since the last adjustment, and p stays). All on the device: the
+        transforms, drawn on the host, read p back once, at their next draw."""
         total, count = self.signs
-        if count == 0:
-            return None
-        r_t = total / count
-        self.p.copy_((self.p + torch.sign(r_t - self.target) * images / (self.kimg * 1000)).clamp(min=0))
+        r_t = total / count.clamp(min=1)
+        step = torch.where(count > 0, torch.sign(r_t - self.target) * images / (self.kimg * 1000), 0.0)
+        self.p.copy_((self.p + step).clamp(min=0))
         self.forget_host_p()
         self.signs.zero_()
         return r_t

@@ -262,6 +262,7 @@ def train(cfg: DictConfig, overrides: list[str] = ()) -> float | None:
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):  # Lightning's resume reads the file the same safe way
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("resume") or None, weights_only=True)
+        model.check_finite()  # the iterations since the last log step or checkpoint
     except Stopped as error:  # last.ckpt holds the iteration the signal arrived in
         stopped, status = error, "requeued" if _requeueable(error) else "cancelled"
     except BaseException as error:

@@ -181,7 +181,7 @@ def test_ada_p_rises_while_d_overfits_falls_otherwise_and_never_goes_below_0():
     assert pipe.adjust(images=250).item() == 1.0 and pipe.p.item() == pytest.approx(0.25)
     pipe.observe(torch.tensor([1.0, 1.0, 1.0, -1.0, -1.0]))
     assert pipe.adjust(images=100).item() == pytest.approx(0.2) and pipe.p.item() == pytest.approx(0.15)
-    assert pipe.adjust(images=100) is None and pipe.p.item() == pytest.approx(0.15)  # nothing observed: no move
+    assert pipe.adjust(images=100).item() == 0 and pipe.p.item() == pytest.approx(0.15)  # nothing observed: no move
     pipe.observe(-torch.ones(8))
     pipe.adjust(images=1000)
     assert pipe.p.item() == 0.0

@@ -184,9 +184,7 @@ class GANModule(AdversarialModule):
         if self.g_iter % pipe.interval == 0:
             if self.world_size > 1:
                 pipe.signs.copy_(self.trainer.strategy.reduce(pipe.signs, reduce_op="sum"))
-            r_t = pipe.adjust(len(next(iter(batch.values()))) * self.world_size * pipe.interval)
-            if r_t is not None:
-                self._last["ada_rt"] = r_t
+            self._last["ada_rt"] = pipe.adjust(len(next(iter(batch.values()))) * self.world_size * pipe.interval)
 
     def real_data(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
         if self.conditional and "y" not in batch:

@@ -21,6 +21,7 @@ comes from one seeded generator whose state is checkpointed, so a resumed run co
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Mapping, Sequence
@@ -86,6 +87,9 @@ class AdversarialModule(pl.LightningModule):
         self.g_iter = self.images_seen = 0
         self.train_seconds = 0.0  # wall time spent training, summed over resumed segments
         self._last: dict[str, Tensor] = {}
+        # The first update whose loss was not finite, kept on the device (iteration * phases + phase, and the loss):
+        # read back only by check_finite, at log steps and before checkpoints and evaluations.
+        self._nonfinite = (torch.tensor(-1.0, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64))
 
     # ---- what a model declares ---------------------------------------------------------------------
     def schedule(self, players: Sequence[Player], phases: Sequence[Phase]) -> None:
@@ -209,6 +213,7 @@ class AdversarialModule(pl.LightningModule):
         self.g_iter += 1
         self.train_seconds = self._seconds_at_start + time.perf_counter() - self._segment_start
         if self.g_iter % self.log_every == 0:
+            self.check_finite()
             self._log_training()
 
     def _run_phases(self, optimizers: dict, minibatches: list[dict[str, Tensor]]) -> None:
@@ -234,7 +239,7 @@ class AdversarialModule(pl.LightningModule):
         """One optimiser step of one player; only that player's parameters take gradients."""
         with self.toggled_optimizer(optimizer):
             loss = phase.loss(batch)
-            self._check_finite(phase.name, loss)
+            self._watch_finite(phase, loss)
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss * phase.every if phase.lazy else loss)
             optimizer.step()
@@ -268,18 +273,39 @@ class AdversarialModule(pl.LightningModule):
         for logger in self.loggers:
             logger.log_metrics(values, step=self.g_iter)
 
-    def _check_finite(self, phase: str, loss: Tensor) -> None:
-        if not torch.isfinite(loss):
-            raise DivergenceError(
-                f"Training diverged: the {phase} loss became {loss.item()} in generator iteration {self.g_iter + 1} "
-                f"({self.g_iter} completed). The "
-                f"parameters were not updated with it, and the checkpoints written before this step are kept. Lower "
-                f"the learning rates, add a regulariser (model.regularizer=gp) or spectral normalisation "
-                f"(model.discriminator.norm=spectral), then resume from the last good checkpoint or start again."
-            )
+    def _watch_finite(self, phase: Phase, loss: Tensor) -> None:
+        """Remember, on the device, the first update whose loss is NaN or Inf: asking the device here (`if not
+        isfinite(loss)`) would make the host wait for it at every optimiser step."""
+        at, value = self._nonfinite
+        if at.device != loss.device:
+            at, value = at.to(loss.device), value.to(loss.device)
+        first = (at < 0) & ~torch.isfinite(loss.detach())
+        code = self.g_iter * len(self.phases) + self.phases.index(phase)
+        self._nonfinite = (torch.where(first, code, at), torch.where(first, loss.detach().double(), value))
+
+    def check_finite(self) -> None:
+        """DivergenceError if an update so far had a non-finite loss, naming the iteration and the phase. Called at
+        log steps, before every checkpoint (a diverged state is never written) and evaluation, and at the end; under
+        DDP every rank calls it at the same iterations and all stop at the first bad iteration of any rank."""
+        at, value = self._nonfinite
+        if self.world_size > 1:
+            first = self.trainer.strategy.reduce(torch.where(at < 0, math.inf, at).to(self.device), reduce_op="min")
+            value, at = torch.where(first == at.to(first.device), value.to(first.device), math.nan), first
+        at = float(at)  # the host waits for the device here, and only here
+        if not 0 <= at < math.inf:
+            return
+        g_iter, index = divmod(int(at), len(self.phases))
+        raise DivergenceError(
+            f"Training diverged: the {self.phases[index].name} loss became {float(value)} in generator iteration "
+            f"{g_iter + 1}; training stopped at iteration {self.g_iter}, its next log step or checkpoint, without "
+            f"writing a checkpoint: the checkpoints written before are kept (their weights never saw that loss). Lower "
+            f"the learning rates, add a regulariser (model.regularizer=gp) or spectral normalisation "
+            f"(model.discriminator.norm=spectral), then resume from the last good checkpoint or start again."
+        )
 
     # ---- checkpoint state that Lightning does not know about -------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self.check_finite()
         checkpoint["gan_progress"] = {"g_iter": self.g_iter, "images_seen": self.images_seen,
                                       "train_seconds": self.train_seconds, "rng": self.rng.get_state()}
 
@@ -288,6 +314,14 @@ class AdversarialModule(pl.LightningModule):
         self.g_iter, self.images_seen = progress["g_iter"], progress["images_seen"]
         self.train_seconds = progress["train_seconds"]
         self.rng.set_state(progress["rng"])
+
+
+def host_values(draw: Tensor):
+    """The Python numbers of a draw made on the host (from a module's CPU generator, `self.rng`): reading them makes
+    nothing wait for the device. A device tensor is refused: reading it would (tests/test_no_host_sync.py)."""
+    if draw.device.type != "cpu":
+        raise ValueError(f"host_values reads draws made on the host, not a tensor on {draw.device}")
+    return draw.tolist()
 
 
 def seed_generators(seed: int, device: torch.device) -> None:

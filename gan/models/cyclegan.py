@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gan.errors import non_negative
-from gan.models.core import Batch, Phase
+from gan.models.core import Batch, Phase, host_values
 from gan.models.translation import TranslationModule
 
 
@@ -29,8 +29,8 @@ class ImagePool:
             if len(self.images) < self.size:
                 self.images.append(fake.clone())
                 out.append(fake)
-            elif torch.rand((), generator=self.rng) < 0.5:
-                index = int(torch.randint(self.size, (), generator=self.rng))
+            elif host_values(torch.rand((), generator=self.rng)) < 0.5:
+                index = host_values(torch.randint(self.size, (), generator=self.rng))
                 out.append(self.images[index].clone())
                 self.images[index] = fake.clone()
             else:

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from gan.errors import UserError, non_negative, positive_float, positive_int
 from gan.models.base import GANModule, augment_only
-from gan.models.core import Batch, Phase
+from gan.models.core import Batch, Phase, host_values
 from gan.nets.stylegan import StyleGenerator
 
 TRUNCATION_SWEEP = (1.0, 0.7, 0.5, 0.0, -0.5, -1.0)  # StyleGAN's figure 8
@@ -91,8 +91,8 @@ class StyleGAN(GANModule):
         per batch, uniform in [1, num_ws), used with probability `style_mixing`; w_avg follows the first latents."""
         mapping = self.generator.mapping
         ws = mapping(self.noise(n), update_w_avg=True)
-        cutoff = int(torch.randint(1, ws.shape[1], (), generator=self.rng))
-        mix = bool(torch.rand((), generator=self.rng) < self.style_mixing)
+        cutoff = host_values(torch.randint(1, ws.shape[1], (), generator=self.rng))
+        mix = host_values(torch.rand((), generator=self.rng)) < self.style_mixing
         z2 = self.noise(n)
         if mix:
             ws = torch.cat([ws[:, :cutoff], mapping(z2)[:, cutoff:]], dim=1)

@@ -1,0 +1,116 @@
+"""The training loop never makes the host wait for the device between log steps: for every model, the iterations that
+do not log read no tensor value on the host (`bool`, `item`, `tolist`, `numpy`, `cpu`, `int`, `float`, `index`), which
+on a GPU would drain its queue at each call. Left out: the optimiser's own CPU step counters (torch.optim reads them)
+and draws from a module's CPU generator read through gan.models.core.host_values (it refuses device tensors). Counted
+on the CPU: the calls are the same on any device."""
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import torch
+
+import test_biggan
+import test_gan_int_cls
+import test_infogan
+import test_progan
+import test_srgan
+import test_stylegan
+import test_text_gan
+import test_translation_models
+import test_vae
+import test_zoo
+from conftest import CONF, compose_config
+from gan.augment import AdaptiveAugment
+from gan.models.core import host_values
+from gan.train import build
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+HOST_READS = ("__bool__", "item", "tolist", "numpy", "cpu", "__int__", "__float__", "__index__")
+QUIET = ["logger=none", "metrics=none", "model.log_every=1000", "callbacks.checkpoint.every_g_iters=1000",
+         "callbacks.samples.every_g_iters=1000"]
+
+# Every model in conf/model, at the size its own tests train it.
+CASES = {
+    **{m: [f"model={m}", *test_zoo.DIGITS] for m in test_zoo.MODELS},
+    "stylegan": ["model=stylegan", *test_stylegan.TINY],
+    "stylegan2": ["model=stylegan2", *test_stylegan.TINY],
+    "progan": test_progan.TINY,
+    "biggan": test_biggan.TINY,
+    "gan_int_cls": test_gan_int_cls.TINY,
+    "infogan": test_infogan.SMALL,
+    "srgan": test_srgan.TINY,
+    "vae": test_vae.TINY,
+    **{m: [f"model={m}", *test_text_gan.TINY_DATA, *overrides] for m, overrides in test_text_gan.TINY_MODEL.items()},
+    **{m: [*overrides, "data.image_size=8", "data.batch_size=4"]
+       for m, overrides in test_translation_models.SMALL.items()},
+}
+
+
+# The augmentations every noise -> image GAN can add (conf/model/_augment.yaml); ADA moves p every 2 iterations here.
+CASES |= {"dcgan+diffaugment": [*CASES["dcgan"], "model.augment=diffaugment"],
+          "dcgan+ada": [*CASES["dcgan"], "model.augment=ada", "model.ada_kimg=0.1", "model.ada_interval=2"],
+          "stylegan2+ada": [*CASES["stylegan2"], "model.augment=ada", "model.ada_kimg=0.1", "model.ada_interval=2"]}
+
+
+def test_every_model_is_counted():
+    models = {p.stem for p in (CONF / "model").glob("*.yaml") if not p.stem.startswith("_")}
+    assert {case.split("+")[0] for case in CASES} == models
+
+
+@contextmanager
+def host_reads(calls: list[str]):
+    """Record each host read of a tensor value as 'method at file:line' (the first frame outside torch)."""
+    originals = {name: getattr(torch.Tensor, name) for name in HOST_READS}
+
+    def counted(name, original):
+        def read(self, *args, **kwargs):
+            frame = sys._getframe(1)
+            # Adam's step counters and host_values' draws from a module's CPU generator are host tensors by design
+            if "torch/optim/" not in frame.f_code.co_filename and frame.f_code is not host_values.__code__:
+                while frame is not None and "/torch/" in frame.f_code.co_filename:
+                    frame = frame.f_back
+                where = f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno}" if frame else "torch"
+                calls.append(f"{name} at {where}")
+            return original(self, *args, **kwargs)
+        return read
+
+    for name, original in originals.items():
+        setattr(torch.Tensor, name, counted(name, original))
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)
+
+
+def host_reads_per_iteration(tmp_path: Path, overrides: list[str], g_iters: int) -> dict[int, list[str]]:
+    cfg = compose_config(tmp_path / "run", *overrides, *QUIET, f"g_iters={g_iters}")
+    if cfg.model.name in test_zoo.MODELS:
+        cfg = compose_config(tmp_path / "run", *overrides, *test_zoo.tiny(cfg.model), *QUIET, f"g_iters={g_iters}")
+    datamodule, model, trainer = build(cfg, tmp_path / "run")
+    step, reads = model.training_step, {}
+
+    def counted_step(batch, batch_idx):
+        calls: list[str] = []
+        with host_reads(calls):
+            step(batch, batch_idx)
+        reads[model.g_iter] = calls
+    model.training_step = counted_step
+    trainer.fit(model, datamodule=datamodule)
+    return reads
+
+
+@pytest.mark.parametrize("model", sorted(CASES))
+def test_iterations_that_do_not_log_read_nothing_back_from_the_device(tmp_path, model):
+    reads = host_reads_per_iteration(tmp_path, CASES[model], g_iters=6)
+    later = {i: calls for i, calls in reads.items() if i > 1}  # the first iteration may set things up once
+    found = Counter(call for calls in later.values() for call in calls)
+    if model.endswith("+ada"):  # ADA draws its transforms on the host: it reads p back once after each adjustment
+        p_reads = found.pop(f"__float__ at augment.py:{AdaptiveAugment.forward.__code__.co_firstlineno + 2}", 0)
+        assert p_reads <= len(later) // 2 + 1  # model.ada_interval=2
+    assert len(later) == 5 and not found, f"host reads in {len(later)} iterations: {dict(found)}"
