@@ -111,13 +111,11 @@ def test_two_nodes_over_torchrun_train_to_the_weights_of_one_process_with_the_gl
 @pytest.mark.slurm
 def test_two_nodes_over_srun_train_to_the_weights_of_one_process_with_the_global_batch(tmp_path, slurm):
     """`srun -N2 --ntasks-per-node=1`: one task on each node entry, both writing the run directory named after the
-    job step (slurm<job>.0_...). The local nodes' names do not resolve, so MASTER_ADDR names the loopback address
-    (Lightning takes it over the first node's name); on a real cluster leave it unset."""
+    job step (slurm<job>.0_...)."""
     if int(subprocess.run(["sinfo", "-h", "-o", "%D"], capture_output=True, text=True).stdout.split()[0]) < 2:
         pytest.skip("the cluster's partition has fewer than two nodes")
     runs = tmp_path / "runs"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1",
-           "MASTER_ADDR": "127.0.0.1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
     job = subprocess.run(["srun", "-N2", "--ntasks-per-node=1", "--cpus-per-task=1", f"--chdir={tmp_path}",
                           sys.executable, "-m", "gan.run", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1",
                           "trainer.num_nodes=2", f"data.batch_size={B}", *ARGS, f"paths.runs_dir={runs}"],

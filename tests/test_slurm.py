@@ -133,13 +133,13 @@ def test_submitit_job_told_to_stop_is_requeued_and_ends_like_an_uninterrupted_ru
 
 
 def test_submitit_job_at_its_time_limit_is_requeued_and_ends_like_an_uninterrupted_run(tmp_path, slurm):
-    """A real time limit: 2 minutes, with submitit's USR2 asked for 60 s before it (Slurm sends it up to a minute
-    early). The run is long enough (about 90 s of training here) that the first job cannot finish it: each job of the
-    chain trains until its signal, and the last one completes the run."""
+    """A real time limit: 1 minute, with submitit's USR2 asked for 30 s before it (Slurm checks time limits every 30 s
+    or so, so the signal comes 30 to 60 s into the job). The run needs about 90 s of training here, more than one job
+    has: each job of the chain trains until its signal, and the last one completes the run."""
     sweep, args = tmp_path / "sweep", ["g_iters=3000", "model.log_every=10", "callbacks.checkpoint.every_g_iters=500"]
     with requeued_jobs_start_at_once():
         proc = gan_run_popen("-m", *SUBMITIT, *RUN, *DDP, *args, "logger=none", "hydra.launcher.name=limit",
-                             "hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=60",
+                             "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=30",
                              f"hydra.sweep.dir={sweep}", cwd=tmp_path)
         job = job_named("limit")
         out, err = proc.communicate(timeout=1200)
