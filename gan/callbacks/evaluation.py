@@ -103,7 +103,6 @@ class EvaluationCallback(Callback):
     # ---- the two kinds of evaluation ------------------------------------------------------------------
     def validate(self, trainer, module) -> Evaluation:
         """Evaluate on the validation split, log, and save best.ckpt when the monitored value improved."""
-        module.check_finite()
         evaluation = self._evaluator(trainer, module).evaluate(module, split=self.split, seed=self.seed)
         value = evaluation.values.get(self.monitor)
         if value is None:

@@ -35,12 +35,9 @@ class SampleGrid(Callback):
         self.write(trainer, pl_module)
 
     def write(self, trainer, module) -> None:
-        if module.g_iter == self._written_at:
+        if module.g_iter == self._written_at or not trainer.is_global_zero:
             return
         self._written_at = module.g_iter
-        module.check_finite()  # on every rank: no grid of diverged weights
-        if not trainer.is_global_zero:
-            return
         self.dirpath.mkdir(parents=True, exist_ok=True)
         written = kind_of(module).write_samples(self, trainer, module, self.dirpath / f"iter_{module.g_iter:06d}")
         self.last_path = next(iter(written.values()), None)

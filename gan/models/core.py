@@ -88,7 +88,7 @@ class AdversarialModule(pl.LightningModule):
         self.train_seconds = 0.0  # wall time spent training, summed over resumed segments
         self._last: dict[str, Tensor] = {}
         # The first update whose loss was not finite, kept on the device (iteration * phases + phase, and the loss):
-        # read back only by check_finite, at log steps and before checkpoints and evaluations.
+        # read back only by check_finite, at log steps, before checkpoints and at the end.
         self._nonfinite = (torch.tensor(-1.0, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64))
 
     # ---- what a model declares ---------------------------------------------------------------------
@@ -285,8 +285,8 @@ class AdversarialModule(pl.LightningModule):
 
     def check_finite(self) -> None:
         """DivergenceError if an update so far had a non-finite loss, naming the iteration and the phase. Called at
-        log steps, before every checkpoint (a diverged state is never written) and evaluation, and at the end; under
-        DDP every rank calls it at the same iterations and all stop at the first bad iteration of any rank."""
+        log steps, before every checkpoint (a diverged state is never written) and at the end; under DDP every rank
+        calls it at the same iterations and all stop at the first bad iteration of any rank."""
         at, value = self._nonfinite
         if self.world_size > 1:
             first = self.trainer.strategy.reduce(torch.where(at < 0, math.inf, at).to(self.device), reduce_op="min")
