@@ -17,6 +17,7 @@ import pytest
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.loops.training_epoch_loop import _TrainingEpochLoop
 
 GAN = Path(__file__).resolve().parent.parent / "gan"
 LIGHTNING_PACKAGES = ("pytorch_lightning", "lightning_fabric", "lightning", "torchmetrics")
@@ -49,6 +50,9 @@ PRIVATE_MEMBERS = [
             "GANProgressBar creates the bar with it when a resumed run starts mid-epoch", arity=0),
     Private(RichProgressBar, "_update_metrics", "callbacks/progress.py",
             "GANProgressBar shows the losses with it on logging iterations only", arity=2),
+    Private(_TrainingEpochLoop, "_broadcast_sigterm_tensor", "callbacks/checkpoint.py",
+            "GIterCheckpoint switches off the per-step DDP broadcast of Lightning's SIGTERM flag (it catches SIGTERM)",
+            arity=0),
     Private(WandbLogger, "_wandb_init", "loggers.py",
             "GanWandbLogger drops anonymous=None from wandb.init's arguments (wandb warns about it)",
             instance=lambda tmp: WandbLogger(save_dir=str(tmp), offline=True), holds=dict),

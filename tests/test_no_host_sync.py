@@ -114,3 +114,54 @@ def test_iterations_that_do_not_log_read_nothing_back_from_the_device(tmp_path, 
         p_reads = found.pop(f"__float__ at augment.py:{AdaptiveAugment.forward.__code__.co_firstlineno + 2}", 0)
         assert p_reads <= len(later) // 2 + 1  # model.ada_interval=2
     assert len(later) == 5 and not found, f"host reads in {len(later)} iterations: {dict(found)}"
+
+
+COUNTING_RUN = '''
+import json, os, sys
+sys.path.insert(0, {tests!r})
+from test_no_host_sync import host_reads
+from pytorch_lightning.loops.training_epoch_loop import _TrainingEpochLoop
+import gan.run
+
+reads, advance = {{}}, _TrainingEpochLoop.advance
+
+def counted(self, data_fetcher):
+    calls = []
+    with host_reads(calls):
+        advance(self, data_fetcher)
+    reads[self.trainer.lightning_module.g_iter] = calls
+
+_TrainingEpochLoop.advance = counted
+try:
+    gan.run.main()
+finally:
+    import torch.distributed as dist
+    rank = dist.get_rank() if dist.is_initialized() else int(os.environ.get("LOCAL_RANK", 0))
+    with open(os.path.join({out!r}, f"reads{{rank}}.json"), "w") as f:
+        json.dump(reads, f)
+'''
+
+
+@pytest.mark.slow
+def test_ddp_iterations_that_do_not_log_read_nothing_back_either(tmp_path):
+    """The whole iteration of each of 2 DDP processes (Lightning's loop, the callbacks, training_step): Lightning's own
+    per-step broadcast of its SIGTERM flag, read on the host, is switched off where the run catches SIGTERM itself."""
+    import json
+    import os
+    import subprocess
+
+    script = tmp_path / "counting_run.py"
+    script.write_text(COUNTING_RUN.format(tests=str(Path(__file__).parent), out=str(tmp_path)))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent), "WANDB_MODE": "offline",
+           "OMP_NUM_THREADS": "1"}
+    args = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data=digits", "data.image_size=8",
+            "data.batch_size=16", "model.generator.dcgan.width=8", "model.discriminator.dcgan.width=8", "g_iters=12",
+            "model.log_every=6", *QUIET[4:], "logger=none", "metrics=none", f"hydra.run.dir={tmp_path / 'run'}"]
+    done = subprocess.run([sys.executable, str(script), *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for rank in (0, 1):
+        reads = {int(i): calls for i, calls in json.loads((tmp_path / f"reads{rank}.json").read_text()).items()}
+        quiet = {i: calls for i, calls in reads.items() if i > 1 and i % 6}
+        found = Counter(call for calls in quiet.values() for call in calls)
+        assert len(quiet) == 9 and not found, f"rank {rank}: host reads in {len(quiet)} iterations: {dict(found)}"

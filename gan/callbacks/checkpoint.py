@@ -30,11 +30,12 @@ class GIterCheckpoint(ModelCheckpoint):
     `stop_signals` (default SIGUSR1, Lightning's and plain `sbatch --signal`'s; SIGUSR2, submitit's; SIGTERM, `scancel`'s
     and a time limit's last word) are caught during training: the iteration under way finishes, `last.ckpt` gets that
     iteration, and `gan.errors.Stopped` ends the fit (gan/train.py requeues the Slurm job or records the stop). Under
-    DDP the ranks agree to stop at the same iteration: every `signal_check_every` iterations they reduce what they
-    received (one small collective; a single process checks every iteration at no cost)."""
+    DDP the ranks agree to stop at the same iteration: every `signal_check_every` iterations (None: at the model's log
+    steps, where the loop reads the device anyway) they reduce what they received (one small collective; a single
+    process checks every iteration at no cost)."""
 
     def __init__(self, every_g_iters: int, stop_signals: tuple[str, ...] = ("SIGUSR1", "SIGUSR2", "SIGTERM"),
-                 signal_check_every: int = 10, **kwargs):
+                 signal_check_every: int | None = None, **kwargs):
         kwargs.setdefault("filename", "g{g_iter:06.0f}")
         kwargs.setdefault("auto_insert_metric_name", False)
         kwargs.setdefault("save_top_k", -1)
@@ -42,7 +43,8 @@ class GIterCheckpoint(ModelCheckpoint):
         kwargs.setdefault("enable_version_counter", False)  # a resumed run overwrites, so `last.ckpt` is the last
         super().__init__(**kwargs)
         self.every_g_iters = positive_int("callbacks.checkpoint.every_g_iters", every_g_iters)
-        self.signal_check_every = positive_int("callbacks.checkpoint.signal_check_every", signal_check_every)
+        self.signal_check_every = (None if signal_check_every is None else
+                                   positive_int("callbacks.checkpoint.signal_check_every", signal_check_every))
         unknown = [name for name in stop_signals or () if name not in signal.Signals.__members__]
         if unknown:
             raise UserError(f"callbacks.checkpoint.stop_signals names {unknown}, which are not signals here. Expected "
@@ -56,6 +58,11 @@ class GIterCheckpoint(ModelCheckpoint):
         super().on_train_start(trainer, pl_module)
         if threading.current_thread() is threading.main_thread():
             self._previous = {s: signal.signal(s, self._receive) for s in self.stop_signals}
+            if signal.SIGTERM in self._previous and trainer.world_size > 1:
+                # Lightning broadcasts its SIGTERM flag from rank 0 and reads it on the host at every step under DDP
+                # (_TrainingEpochLoop._broadcast_sigterm_tensor: a wait for the device per step); SIGTERM is caught
+                # here instead, so its flag never rises and the broadcast would only cost.
+                trainer.fit_loop.epoch_loop._broadcast_sigterm_tensor = lambda: None
 
     def _receive(self, signum, frame) -> None:
         self.received = self.received or signum
@@ -65,16 +72,16 @@ class GIterCheckpoint(ModelCheckpoint):
             signal.signal(signum, handler)
         self._previous = {}
 
-    def _stop_signal(self, trainer, g_iter: int) -> int:
+    def _stop_signal(self, trainer, pl_module) -> int:
         if trainer.world_size == 1:
             return self.received
-        if g_iter % self.signal_check_every:
+        if pl_module.g_iter % (self.signal_check_every or pl_module.log_every):
             return 0
         return int(trainer.strategy.reduce(torch.tensor(self.received, device=trainer.strategy.root_device),
                                            reduce_op="max"))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        stop = self._stop_signal(trainer, pl_module.g_iter)
+        stop = self._stop_signal(trainer, pl_module)
         periodic = not pl_module.g_iter % self.every_g_iters
         if (periodic or stop) and not self._should_skip_saving_checkpoint(trainer):
             candidates = self._monitor_candidates(trainer)

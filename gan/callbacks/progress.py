@@ -49,6 +49,7 @@ class GANProgressBar(RichProgressBar):
             self._update_metrics(trainer, pl_module)
 
     def get_metrics(self, trainer, pl_module):
+        """The losses of the last log step (the model's `shown_losses`, plain numbers), without Lightning's version."""
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
-        return metrics
+        return metrics | pl_module.shown_losses

@@ -87,6 +87,7 @@ class AdversarialModule(pl.LightningModule):
         self.g_iter = self.images_seen = 0
         self.train_seconds = 0.0  # wall time spent training, summed over resumed segments
         self._last: dict[str, Tensor] = {}
+        self.shown_losses: dict[str, float] = {}  # the last logged losses, for the progress bar
         # The first update whose loss was not finite, kept on the device (iteration * phases + phase, and the loss):
         # read back only by check_finite, at log steps, before checkpoints and at the end.
         self._nonfinite = (torch.tensor(-1.0, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64))
@@ -268,7 +269,9 @@ class AdversarialModule(pl.LightningModule):
 
     def _log_training(self) -> None:
         values = {f"train/{k}": v.item() for k, v in self._last.items()}
-        self.log_dict({k.split("/")[1]: v for k, v in values.items() if k.endswith("loss")}, prog_bar=True, logger=False)
+        # The progress bar's losses, as numbers: through self.log they would become device tensors that Lightning
+        # turns back into numbers at every step's end (a wait for the device per step), logged or not.
+        self.shown_losses = {k.split("/")[1]: v for k, v in values.items() if k.endswith("loss")}
         values.update(images_seen=self.images_seen, elapsed_s=round(self.train_seconds, 3))
         for logger in self.loggers:
             logger.log_metrics(values, step=self.g_iter)
