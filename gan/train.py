@@ -19,7 +19,7 @@ from hydra.utils import get_object
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationKeyError
-from pytorch_lightning.accelerators import CPUAccelerator
+from pytorch_lightning.accelerators import CPUAccelerator, CUDAAccelerator
 from pytorch_lightning.utilities import rank_zero_only
 
 from gan.callbacks.checkpoint import AtomicCheckpointIO, EmbedConfig
@@ -190,6 +190,12 @@ def build(cfg: DictConfig, run_dir: Path):
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=_build_loggers(cfg, run_dir),
                           plugins=[AtomicCheckpointIO()], use_distributed_sampler=False, limit_val_batches=0,
                           num_sanity_val_steps=0)
+    precision = cfg.get("float32_matmul_precision", "highest")
+    if precision not in ("highest", "high", "medium"):
+        raise UserError(f"float32_matmul_precision must be highest (full float32), high (TF32 matmuls on GPUs that "
+                        f"have them) or medium (bfloat16 inside them), got {precision!r}.")
+    if isinstance(trainer.accelerator, CUDAAccelerator):  # the CPU ignores it; keep the process's setting there
+        torch.set_float32_matmul_precision(precision)
     if cfg.trainer.get("sync_batchnorm") and isinstance(trainer.accelerator, CPUAccelerator) and trainer.world_size > 1:
         raise UserError("trainer.sync_batchnorm=true needs GPUs: PyTorch's SyncBatchNorm, which it turns BatchNorm into, "
                         "refuses modules on the CPU. Leave it off for DDP on CPU processes (batch norm statistics are "
@@ -336,7 +342,7 @@ def _summarise(cfg, trainer, model, run_dir: Path, status: str, seconds: float) 
     last_ckpt = run_dir / "checkpoints" / "last.ckpt"
     summary = {
         "status": status, "model": cfg.model.name, "data": cfg.data.name, "preset": cfg.get("preset", "none"),
-        "seed": cfg.seed,
+        "seed": cfg.seed, "float32_matmul_precision": torch.get_float32_matmul_precision(),
         "g_iter": model.g_iter, "images_seen": model.images_seen, "wall_time_s": round(seconds, 2),
         "train_seconds": round(model.train_seconds, 2), "run_dir": str(run_dir.resolve()),
         "last_ckpt": str(last_ckpt.resolve()) if last_ckpt.is_file() else None,

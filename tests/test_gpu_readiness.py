@@ -133,3 +133,29 @@ def test_datamodule_serves_training_batches_from_the_device():
     assert dm.dataset("train").data.device.type == "cpu"  # the split the metrics read stays where it was
     dm.trainer = SimpleNamespace(**{**vars(dm.trainer), "strategy": SimpleNamespace(root_device=torch.device("cpu"))})
     assert next(iter(dm.train_dataloader()))["x"].device.type == "cpu"
+
+
+def test_tf32_matmul_precision_is_set_on_gpus_only_and_recorded(tmp_path, monkeypatch):
+    """float32_matmul_precision=high (TF32 on GPUs) is applied where the trainer runs on CUDA; on the CPU the process's
+    setting stays. Either way summary.json and every evaluation's provenance record the precision the run had."""
+    from gan.errors import UserError
+    from gan.kinds import get_kind
+
+    applied = []
+    monkeypatch.setattr(torch, "set_float32_matmul_precision", applied.append)
+    run = tmp_path / "run"
+    train(compose_config(run, *TINY, *TINY_DCGAN, "metrics=none"))
+    assert applied == []  # the CPU: nothing changed
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["float32_matmul_precision"] == torch.get_float32_matmul_precision()
+    _, _, module = load_checkpoint(run)
+    context = get_kind(module.kind).context(module, SimpleNamespace(ckpt=None))
+    assert context["float32_matmul_precision"] == torch.get_float32_matmul_precision()
+    with pytest.raises(UserError, match="float32_matmul_precision must be"):
+        train(compose_config(tmp_path / "bad", *TINY, *TINY_DCGAN, "metrics=none", "float32_matmul_precision=tf32"))
+    import gan.train
+    from pytorch_lightning.accelerators import CPUAccelerator
+
+    monkeypatch.setattr(gan.train, "CUDAAccelerator", CPUAccelerator)  # as build() sees a CUDA trainer
+    train(compose_config(tmp_path / "cuda", *TINY, *TINY_DCGAN, "metrics=none"))
+    assert applied == ["high"]

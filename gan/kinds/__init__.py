@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import torch
+
 from gan.errors import UserError
 
 if TYPE_CHECKING:
@@ -89,7 +91,8 @@ class Kind:
     def context(self, module, request: EvalRequest) -> dict[str, Any]:
         """Provenance every kind records: what was evaluated."""
         return {"kind": self.name, "ckpt": None if request.ckpt is None else str(request.ckpt),
-                "g_iter": int(module.g_iter)}
+                "g_iter": int(module.g_iter),
+                "float32_matmul_precision": torch.get_float32_matmul_precision()}  # "high": TF32 on GPUs
 
 
 def value_rows(values: dict[str, float]) -> str:
