@@ -81,10 +81,15 @@ def accepted_keys(target) -> list[str]:
     return keys
 
 
+def last_checkpoint(run_dir: Path) -> Path:
+    """Where a run directory keeps the whole state of its latest iteration."""
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """A run directory means its `checkpoints/last.ckpt`; a file is taken as it is."""
     path = Path(path).expanduser()
-    ckpt = path / "checkpoints" / "last.ckpt" if path.is_dir() else path
+    ckpt = last_checkpoint(path) if path.is_dir() else path
     if not ckpt.is_file():
         raise UserError(
             f"No checkpoint at {ckpt}. Expected a run directory that contains checkpoints/last.ckpt "
@@ -110,13 +115,13 @@ def restarted_from(run_dir: Path) -> Path | None:
     preemption, a time limit or `scontrol requeue`) or a torchrun restart (TORCHELASTIC_RESTART_COUNT) resumes its own
     run directory's `last.ckpt`, when it wrote one."""
     restarts = max(int(os.environ.get(name) or 0) for name in ("SLURM_RESTART_COUNT", "TORCHELASTIC_RESTART_COUNT"))
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    ckpt = last_checkpoint(run_dir)
     return ckpt if restarts and ckpt.is_file() else None
 
 
 def _check_new_run_dir(run_dir: Path) -> None:
     """A new run never writes over another run's checkpoints (a fixed hydra.run.dir run twice)."""
-    if (run_dir / "checkpoints" / "last.ckpt").is_file():
+    if last_checkpoint(run_dir).is_file():
         raise UserError(
             f"The run directory {run_dir} already holds a run (checkpoints/last.ckpt), and this command starts a new one "
             f"there, which would overwrite its checkpoints. Continue that run with `python -m gan.run resume={run_dir}`, "
@@ -190,7 +195,7 @@ def build(cfg: DictConfig, run_dir: Path):
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=_build_loggers(cfg, run_dir),
                           plugins=[AtomicCheckpointIO()], use_distributed_sampler=False, limit_val_batches=0,
                           num_sanity_val_steps=0)
-    precision = cfg.get("float32_matmul_precision", "highest")
+    precision = cfg.get("float32_matmul_precision", "highest")  # a run saved before the key keeps its full float32
     if precision not in ("highest", "high", "medium"):
         raise UserError(f"float32_matmul_precision must be highest (full float32), high (TF32 matmuls on GPUs that "
                         f"have them) or medium (bfloat16 inside them), got {precision!r}.")
@@ -276,7 +281,7 @@ def train(cfg: DictConfig, overrides: list[str] = ()) -> float | None:
         raise
     finally:
         if not trainer.fast_dev_run and status == "completed":
-            trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)  # the whole state
+            trainer.save_checkpoint(last_checkpoint(run_dir), weights_only=False)  # the whole state
         summary = _summarise(cfg, trainer, model, run_dir, status, time.time() - started)
         if stopped is not None:
             summary |= {"stopped_by": stopped.signal_name, "resume": f"python -m gan.run resume={run_dir.resolve()}"}
@@ -339,7 +344,7 @@ def _summarise(cfg, trainer, model, run_dir: Path, status: str, seconds: float) 
     from gan.callbacks.samples import SampleGrid
 
     grids = [c.last_path for c in trainer.callbacks if isinstance(c, SampleGrid) and c.last_path]
-    last_ckpt = run_dir / "checkpoints" / "last.ckpt"
+    last_ckpt = last_checkpoint(run_dir)
     summary = {
         "status": status, "model": cfg.model.name, "data": cfg.data.name, "preset": cfg.get("preset", "none"),
         "seed": cfg.seed, "float32_matmul_precision": torch.get_float32_matmul_precision(),

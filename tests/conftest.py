@@ -152,6 +152,13 @@ def tiny_digits():
             "model.discriminator.dcgan.width=8"]
 
 
+def logged_iterations(run: Path) -> list[int]:
+    """The iteration of each record in a run's metrics.jsonl, in order."""
+    import json
+
+    return [json.loads(line)["g_iter"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
 def final_state(run: Path) -> dict:
     """What a run's last checkpoint holds that must not depend on interruptions: weights, optimiser states,
     counters and RNG, the data stream's position."""

@@ -18,7 +18,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import REPO, assert_same, final_state, run_cli
+from conftest import REPO, assert_same, final_state, logged_iterations, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
@@ -87,11 +87,6 @@ def gan_run_popen(*args: str, cwd: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def assert_each_iteration_once(run: Path, g_iters: int) -> None:
-    logged = [json.loads(line)["g_iter"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert logged == list(range(1, g_iters + 1))
-
-
 def largest_difference(a: Path, b: Path) -> float:
     weights = [final_state(run)["state_dict"] for run in (a, b)]
     return max((x.float() - weights[1][k].float()).abs().max().item() for k, x in weights[0].items())
@@ -121,7 +116,7 @@ def test_submitit_job_told_to_stop_is_requeued_and_ends_like_an_uninterrupted_ru
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
         *(f"g{i:06d}.ckpt" for i in range(50, 401, 50)), "last.ckpt"]  # one of each: nothing versioned
-    assert_each_iteration_once(run, 400)
+    assert logged_iterations(run) == list(range(1, 400 + 1))
     logs = "".join(p.read_text() for p in sweep.glob(".submitit/*/*_0_log.out"))
     assert "Job restarted by the cluster: resuming" in logs
     offline_runs = {p.name.rsplit("-", 1)[1] for p in (run / "wandb").glob("offline-run-*")}
@@ -147,8 +142,7 @@ def test_submitit_job_at_its_time_limit_is_requeued_and_ends_like_an_uninterrupt
     assert restarts(job) >= 1
     run, = (p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
-    logged = [json.loads(line)["g_iter"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert logged == list(range(10, 3001, 10))
+    assert logged_iterations(run) == list(range(10, 3001, 10))
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
         *(f"g{i:06d}.ckpt" for i in range(500, 3001, 500)), "last.ckpt"]
     whole = uninterrupted_ddp(tmp_path, *args)
@@ -189,7 +183,7 @@ def test_sbatch_job_requeued_by_usr1_then_cancelled_for_good_resumes_exactly(tmp
     whole = tmp_path / "whole"
     result = run_cli(*RUN, "g_iters=600", "logger=none", f"hydra.run.dir={whole}", cwd=tmp_path, env=ENV)
     assert result.returncode == 0, result.stderr
-    assert_each_iteration_once(run, 600)
+    assert logged_iterations(run) == list(range(1, 600 + 1))
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
     assert_same(final_state(whole), final_state(run))
     print(f"largest weight difference, requeued + cancelled + resumed vs uninterrupted: "

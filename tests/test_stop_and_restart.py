@@ -10,11 +10,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import REPO, assert_same, final_state, run_cli
+from conftest import REPO, assert_same, final_state, logged_iterations, run_cli
 from gan import run_stamp
 from gan.callbacks.checkpoint import GIterCheckpoint
 from gan.errors import UserError
@@ -23,10 +22,6 @@ from gan.loggers import JsonlLogger
 TINY = ["data=digits", "data.image_size=8", "data.batch_size=16", "model.generator.dcgan.width=8",
         "model.discriminator.dcgan.width=8", "metrics=none", "logger=none", "model.log_every=1",
         "callbacks.samples.every_g_iters=100"]
-
-
-def logged_iterations(run: Path) -> list[int]:
-    return [json.loads(line)["g_iter"] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_job_run_again_by_its_cluster_resumes_its_own_run_directory(tmp_path):
@@ -78,7 +73,7 @@ def test_run_directory_stamp_is_the_slurm_job_inside_a_job_task_and_the_time_els
 
 def test_stop_signals_that_are_not_signals_are_refused():
     with pytest.raises(UserError, match="SIGUSR3"):
-        GIterCheckpoint(every_g_iters=10, dirpath="unused", stop_signals=["SIGUSR3"])
+        GIterCheckpoint(every_g_iters=10, dirpath="unused", stop_signals=["SIGUSR3"], signal_check_every=None)
 
 
 @pytest.mark.slow

@@ -27,15 +27,14 @@ class GIterCheckpoint(ModelCheckpoint):
     """ModelCheckpoint every `every_g_iters` iterations (files `g000500.ckpt` + `last.ckpt`, overwritten, never
     versioned), keyed on the model's iteration counter, whatever number of optimiser steps an iteration takes.
 
-    `stop_signals` (default SIGUSR1, Lightning's and plain `sbatch --signal`'s; SIGUSR2, submitit's; SIGTERM, `scancel`'s
-    and a time limit's last word) are caught during training: the iteration under way finishes, `last.ckpt` gets that
+    `stop_signals` (conf/callbacks/default.yaml: SIGUSR1, Lightning's and plain `sbatch --signal`'s; SIGUSR2,
+    submitit's; SIGTERM, `scancel`'s and a time limit's last word) are caught during training: the iteration under way finishes, `last.ckpt` gets that
     iteration, and `gan.errors.Stopped` ends the fit (gan/train.py requeues the Slurm job or records the stop). Under
     DDP the ranks agree to stop at the same iteration: every `signal_check_every` iterations (None: at the model's log
     steps, where the loop reads the device anyway) they reduce what they received (one small collective; a single
     process checks every iteration at no cost)."""
 
-    def __init__(self, every_g_iters: int, stop_signals: tuple[str, ...] = ("SIGUSR1", "SIGUSR2", "SIGTERM"),
-                 signal_check_every: int | None = None, **kwargs):
+    def __init__(self, every_g_iters: int, stop_signals: list[str], signal_check_every: int | None, **kwargs):
         kwargs.setdefault("filename", "g{g_iter:06.0f}")
         kwargs.setdefault("auto_insert_metric_name", False)
         kwargs.setdefault("save_top_k", -1)
