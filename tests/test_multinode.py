@@ -116,11 +116,13 @@ def test_two_nodes_over_srun_train_to_the_weights_of_one_process_with_the_global
         pytest.skip("the cluster's partition has fewer than two nodes")
     runs = tmp_path / "runs"
     env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    job = subprocess.run(["srun", "-N2", "--ntasks-per-node=1", "--cpus-per-task=1", f"--chdir={tmp_path}",
+    # --immediate: a cluster whose nodes stay busy fails the test in two minutes, saying so, instead of hanging it
+    job = subprocess.run(["srun", "-N2", "--ntasks-per-node=1", "--cpus-per-task=1", "--immediate=120", f"--chdir={tmp_path}",
                           sys.executable, "-m", "gan.run", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1",
                           "trainer.num_nodes=2", f"data.batch_size={B}", *ARGS, f"paths.runs_dir={runs}"],
                          env=env, capture_output=True, text=True, timeout=300)
-    assert job.returncode == 0, job.stderr[-3000:]
+    queue = subprocess.run(["squeue"], capture_output=True, text=True).stdout
+    assert job.returncode == 0, job.stderr[-3000:] + "\nthe queue now:\n" + queue
     assert "GLOBAL_RANK: 0, MEMBER: 1/2" in job.stderr + job.stdout and "GLOBAL_RANK: 1, MEMBER: 2/2" in job.stderr + job.stdout
     multi, = runs.glob("slurm*.0_gan_digits_s0")
     assert_two_nodes_equal_one_process(multi, single_process(tmp_path))
