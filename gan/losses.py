@@ -165,9 +165,10 @@ LOSSES = {
 Critic = Callable[[Tensor], Tensor]
 
 
+@torch.compiler.disable  # model.compile=step: a compiled graph cannot be differentiated twice; this runs eagerly
 def _input_gradient_norm(critic: Critic, x: Tensor) -> Tensor:
     x = x.detach().requires_grad_(True)
-    # A network compiled with torch.compile (model.compile=true) cannot be differentiated twice: run it eagerly.
+    # A network compiled in place (model.compile=networks) cannot be differentiated twice: run its eager forward.
     with torch.compiler.set_stance("force_eager"):
         (grad,) = torch.autograd.grad(critic(x).float().sum(), x, create_graph=True)
     return grad.flatten(1).norm(2, dim=1)

@@ -24,7 +24,7 @@ class Scalars(AdversarialModule):
     that with SGD every update is w -= lr * d(loss)/dw and can be written down by hand."""
 
     def __init__(self, players: dict[str, tuple], phases: list[dict], ema: dict[str, float] | None = None):
-        super().__init__(seed=0, log_every=1, compile=False, channels_last=False)
+        super().__init__(seed=0, log_every=1, compile=False, compile_mode="default", channels_last=False)
         ema = ema or {}
         for name in players:
             setattr(self, name, nn.Linear(1, 1, bias=False))
@@ -149,7 +149,7 @@ class FourPlayers(AdversarialModule):
     kind = "image"  # its samples (G_ab of noise) are scored and shown as any generator's
 
     def __init__(self, name: str = "four_players", seed: int = 0, log_every: int = 1):
-        super().__init__(seed=seed, log_every=log_every, compile=False, channels_last=False)
+        super().__init__(seed=seed, log_every=log_every, compile=False, compile_mode="default", channels_last=False)
         self.name = name
         torch.manual_seed(seed)
         self.g_ab, self.g_ba = nn.Linear(2, 2), nn.Linear(2, 2)

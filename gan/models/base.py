@@ -80,10 +80,11 @@ class GANModule(AdversarialModule):
         ada_transforms: str | Sequence[str],
         log_every: int,
         seed: int,
-        compile: bool,
+        compile: bool | str, compile_mode: str,
         channels_last: bool,
     ):
-        super().__init__(seed=seed, log_every=log_every, compile=compile, channels_last=channels_last)
+        super().__init__(seed=seed, log_every=log_every,
+                         compile=compile, compile_mode=compile_mode, channels_last=channels_last)
         self.generator, self.discriminator = generator, discriminator
         self.name, self.arch, self.latent_dim = name, arch, positive_int("model.latent_dim", latent_dim)
         self.loss = get_loss(loss)

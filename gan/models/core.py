@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, ClassVar, Mapping, Sequence
 
 import pytorch_lightning as pl
@@ -72,12 +72,13 @@ class AdversarialModule(pl.LightningModule):
     kind: ClassVar[str]  # the task kind (gan.kinds): how the framework evaluates and shows the model
     sampling_options: ClassVar[frozenset[str]] = frozenset()  # "truncation", "path_length" (gan.kinds.image)
 
-    def __init__(self, seed: int, log_every: int, compile: bool, channels_last: bool):
+    def __init__(self, seed: int, log_every: int, compile: bool | str, compile_mode: str,
+                 channels_last: bool):
         super().__init__()
         self.automatic_optimization = False
         self.log_every = positive_int("model.log_every", log_every)
         # Speed options, applied in `configure_model`; neither changes the weights or the checkpoint's keys.
-        self.compile_networks = flag("model.compile", compile)  # not `self.compile`: nn.Module.compile is a method
+        self.compile_what, self.compile_mode = compile_setting(compile, compile_mode)  # nn.Module.compile is a method
         self.channels_last = flag("model.channels_last", channels_last)
         self._configured = False
         self.seed = int(seed)
@@ -168,9 +169,15 @@ class AdversarialModule(pl.LightningModule):
           float32, so under autocast only the layers inside run in 16 bits and every loss (softplus, sigmoid,
           means, L1, cross-entropy, a gradient penalty's norm) is computed in float32;
         - `channels_last`: 4-D weights (and, in `training_step`, image batches) in torch.channels_last;
-        - `compile`: each network's forward is compiled in place (`nn.Module.compile`), so parameter names and
-          checkpoints stay those of the plain network. Gradient penalties run the eager forward
-          (`gan.losses`): compiled graphs cannot be differentiated twice.
+        - `compile=networks`: each network's forward is compiled in place (`nn.Module.compile`), so parameter names
+          and checkpoints stay those of the plain network. Gradient penalties run the eager forward (`gan.losses`):
+          compiled graphs cannot be differentiated twice;
+        - `compile=step`: each phase's whole update is compiled, its loss function with every network it calls and
+          the loss arithmetic, and with them (AOTAutograd) their backward; `compile_mode=reduce-overhead` captures
+          it as CUDA graphs on a GPU. What cannot be compiled is cut out of the graph and runs eagerly
+          (`torch.compiler.disable`): draws from the module's CPU generator (`draw`, `host_values`) and the terms
+          that differentiate twice (gradient penalties, StyleGAN2's path length). Spectral norm compiles here: its
+          power iteration is traced with the phase, unlike in `compile=networks` (pytorch/pytorch#185497).
         """
         if self._configured:
             return
@@ -180,17 +187,21 @@ class AdversarialModule(pl.LightningModule):
                 getattr(self, name).register_forward_hook(float32_outputs)
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
-        if self.compile_networks:
+        if self.compile_what == "step":
+            self.phases = tuple(replace(phase, loss=torch.compile(phase.loss, mode=self.compile_mode))
+                                for phase in self.phases)
+        elif self.compile_what == "networks":
             for name in self.network_names:
                 network = getattr(self, name)
                 if any(parametrize.is_parametrized(m) for m in network.modules()):
                     # torch.compile breaks the backward of a network called twice before it (D on real, then on
                     # fake) when a parametrization updates a buffer in place: spectral norm's power iteration
                     # (pytorch/pytorch#185497, torch 2.14). Such a network stays eager.
-                    rank_zero_warn(f"model.compile=true: {name} has spectral normalisation, which torch.compile "
-                                   f"cannot train yet (pytorch/pytorch#185497); it runs uncompiled.")
+                    rank_zero_warn(f"model.compile=networks: {name} has spectral normalisation, which torch.compile "
+                                   f"cannot train yet (pytorch/pytorch#185497); it runs uncompiled. "
+                                   f"model.compile=step compiles it.")
                     continue
-                network.compile()
+                network.compile(mode=self.compile_mode)
 
     def on_train_start(self) -> None:
         self._segment_start, self._seconds_at_start = time.perf_counter(), self.train_seconds
@@ -239,7 +250,11 @@ class AdversarialModule(pl.LightningModule):
     def _update(self, optimizer, phase: Phase, batch: Batch) -> Tensor:
         """One optimiser step of one player; only that player's parameters take gradients."""
         with self.toggled_optimizer(optimizer):
+            if self.cuda_graphs:
+                torch.compiler.cudagraph_mark_step_begin()  # a new update: the graphs' outputs may be overwritten
             loss = phase.loss(batch)
+            if self.cuda_graphs:  # keep what is logged: the next replay overwrites the graphs' outputs
+                loss, self._last = loss.clone(), {key: value.clone() for key, value in self._last.items()}
             self._watch_finite(phase, loss)
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss * phase.every if phase.lazy else loss)
@@ -255,12 +270,18 @@ class AdversarialModule(pl.LightningModule):
                 ema_buffer.copy_(live_buffer)  # batch-norm statistics are copied, not averaged (as StyleGAN2)
 
     @property
+    def cuda_graphs(self) -> bool:
+        """Whether phases replay CUDA graphs (model.compile=step with compile_mode=reduce-overhead, on a GPU)."""
+        return self.compile_what == "step" and self.compile_mode == "reduce-overhead" and self.device.type == "cuda"
+
+    @property
     def world_size(self) -> int:
         try:
             return self.trainer.world_size
         except RuntimeError:  # not attached to a trainer (a model rebuilt for evaluation): one process
             return 1
 
+    @torch.compiler.disable  # model.compile=step: the CPU generator cannot be traced; the phase's graph ends here
     def draw(self, sampler: Callable[[int, torch.Generator], Tensor], n: int) -> Tensor:
         """n draws from the module's RNG for this rank. Under DDP every rank draws the global batch and keeps
         its slice, so the union over ranks is the single-process stream and the RNG state stays shared."""
@@ -319,6 +340,7 @@ class AdversarialModule(pl.LightningModule):
         self.rng.set_state(progress["rng"])
 
 
+@torch.compiler.disable
 def host_values(draw: Tensor):
     """The Python numbers of a draw made on the host (from a module's CPU generator, `self.rng`): reading them makes
     nothing wait for the device. A device tensor is refused: reading it would (tests/test_no_host_sync.py)."""
@@ -365,6 +387,24 @@ def float32_outputs(module: nn.Module, inputs, output):
 def to_channels_last(x: Tensor) -> Tensor:
     """Images [N, C, H, W] in torch.channels_last; other tensors (labels, points) as they are."""
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+COMPILE = ("false", "networks", "step")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_setting(what: bool | str, mode: str) -> tuple[str, str]:
+    """model.compile (false | networks | step; true, as runs saved before `step` existed say, is networks) and
+    model.compile_mode (torch.compile's mode)."""
+    what = {False: "false", True: "networks"}.get(what, what)
+    if what not in COMPILE:
+        raise UserError(f"model.compile={what!r} is not a compile setting. Use false (eager), networks (each "
+                        f"network's forward compiled) or step (each phase's whole update: networks, loss and "
+                        f"backward), e.g. model.compile=step.")
+    if mode not in COMPILE_MODES:
+        raise UserError(f"model.compile_mode={mode!r} is not a torch.compile mode. Use one of {', '.join(COMPILE_MODES)}"
+                        f" (reduce-overhead captures CUDA graphs on a GPU), e.g. model.compile_mode=reduce-overhead.")
+    return what, mode
 
 
 def flag(key: str, value) -> bool:

@@ -48,8 +48,9 @@ class GANIntCLS(AdversarialModule):
     def __init__(self, generator: nn.Module, discriminator: nn.Module, text_encoder: nn.Module,
                  g_optimizer: Callable, d_optimizer: Callable, *, name: str, latent_dim: int, g_lr: float, d_lr: float,
                  betas: Sequence[float] | None, interp_beta: float, interp_weight: float, log_every: int, seed: int,
-                 compile: bool, channels_last: bool):
-        super().__init__(seed=seed, log_every=log_every, compile=compile, channels_last=channels_last)
+                 compile: bool | str, compile_mode: str, channels_last: bool):
+        super().__init__(seed=seed, log_every=log_every,
+                         compile=compile, compile_mode=compile_mode, channels_last=channels_last)
         self.generator, self.discriminator, self.text_encoder = generator, discriminator, text_encoder
         self.name, self.latent_dim = name, positive_int("model.latent_dim", latent_dim)
         self.interp_weight = non_negative("model.interp_weight", interp_weight)

@@ -38,10 +38,11 @@ class ProGAN(GANModule):
     def __init__(self, generator: nn.Module, discriminator: nn.Module, g_optimizer: Callable, d_optimizer: Callable,
                  latent_dim: int, name: str, g_lr: float, d_lr: float, betas: Sequence[float] | None, n_critic: int,
                  gp_weight: float, drift_weight: float, fade_images: int, stable_images: int, ema_decay: float | None,
-                 log_every: int, seed: int, compile: bool, channels_last: bool, **augment):
+                 log_every: int, seed: int, compile: bool | str, compile_mode: str, channels_last: bool, **augment):
         super().__init__(generator, discriminator, g_optimizer, d_optimizer, latent_dim, name=name, g_lr=g_lr,
                          d_lr=d_lr, betas=betas, loss="wasserstein", n_critic=n_critic, ema_decay=ema_decay,
-                         log_every=log_every, seed=seed, compile=compile, channels_last=channels_last,
+                         log_every=log_every, seed=seed,
+                         compile=compile, compile_mode=compile_mode, channels_last=channels_last,
                          **augment_only(name, augment))
         self.gp_weight = non_negative("model.gp_weight", gp_weight)
         self.drift_weight = non_negative("model.drift_weight", drift_weight)

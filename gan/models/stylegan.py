@@ -52,7 +52,7 @@ class StyleGAN(GANModule):
         ema_half_life: float,
         log_every: int,
         seed: int,
-        compile: bool,
+        compile: bool | str, compile_mode: str,
         channels_last: bool,
         **augment,  # model.augment and its settings (GANModule)
     ):
@@ -68,7 +68,8 @@ class StyleGAN(GANModule):
                          g_lr=g_lr, d_lr=d_lr, betas=betas, loss="non_saturating", regularizer="r1",
                          reg_weight=non_negative("model.r1_gamma", r1_gamma),
                          reg_every=positive_int("model.r1_every", r1_every), ema_decay=ema_decay,
-                         log_every=log_every, seed=seed, compile=compile, channels_last=channels_last,
+                         log_every=log_every, seed=seed,
+                         compile=compile, compile_mode=compile_mode, channels_last=channels_last,
                          **augment_only(name, augment))
         self.pl_weight, self.pl_every = non_negative("model.pl_weight", pl_weight), positive_int("model.pl_every", pl_every)
         if isinstance(pl_decay, bool) or not isinstance(pl_decay, (int, float)) or not 0 < pl_decay <= 1:
@@ -111,6 +112,7 @@ class StyleGAN(GANModule):
             loss = loss + self.path_length_loss(batch)
         return loss
 
+    @torch.compiler.disable  # model.compile=step: it differentiates twice, which a compiled graph cannot
     def path_length_loss(self, batch: Batch) -> Tensor:
         """StyleGAN2's path length regulariser: the norm of J_w^T y for images-shaped Gaussian y / sqrt(HW),
         pulled towards its running mean `pl_mean` (decay `pl_decay`), on batch / `pl_batch_shrink` samples."""

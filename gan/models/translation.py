@@ -19,9 +19,11 @@ class TranslationModule(AdversarialModule):
     the evaluator and the sample grids call; `grid_columns` is what one row of a sample grid shows, input first.
     """
 
-    def __init__(self, seed: int, log_every: int, compile: bool, channels_last: bool, eval_dropout: bool,
+    def __init__(self, seed: int, log_every: int,
+                 compile: bool | str, compile_mode: str, channels_last: bool, eval_dropout: bool,
                  eval_batch_stats: bool):
-        super().__init__(seed=seed, log_every=log_every, compile=compile, channels_last=channels_last)
+        super().__init__(seed=seed, log_every=log_every,
+                         compile=compile, compile_mode=compile_mode, channels_last=channels_last)
         self.eval_dropout = bool(eval_dropout)
         self.eval_batch_stats = bool(eval_batch_stats)
 

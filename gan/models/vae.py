@@ -77,8 +77,9 @@ class VAE(AdversarialModule):
     def __init__(self, encoder: nn.Module, decoder: nn.Module, optimizer: Callable, latent_dim: int,
                  name: str, likelihood: str, gaussian_std: float | None, kl_weight: float, iwae_k: int,
                  likelihood_images: int | None, lr: float, betas: Sequence[float] | None, log_every: int, seed: int,
-                 compile: bool, channels_last: bool):
-        super().__init__(seed=seed, log_every=log_every, compile=compile, channels_last=channels_last)
+                 compile: bool | str, compile_mode: str, channels_last: bool):
+        super().__init__(seed=seed, log_every=log_every,
+                         compile=compile, compile_mode=compile_mode, channels_last=channels_last)
         if likelihood not in LIKELIHOODS:
             raise UserError(f"model.likelihood={likelihood!r} is not a decoder likelihood this VAE has: use bernoulli "
                             f"(binary cross-entropy on pixels mapped to [0, 1], the classic choice for digits) or "
