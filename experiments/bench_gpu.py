@@ -1,47 +1,51 @@
-"""Training throughput of the framework on this machine's accelerator: images per second for DCGAN, SNGAN and
-WGAN-GP at 32x32 and 64x64, each with and without `model.compile=true`, in `trainer.precision` 32-true and
-bf16-mixed.
+"""Training throughput on this machine's accelerator, side by side: `python -m gan.run` against a plain PyTorch
+script of the same networks, optimisers and data, both timed as whole processes (experiments/bench_overhead.py's
+two sides), rounds alternating. Images/s for dcgan, sngan, wgan_gp, stylegan2 and biggan at 32 and 64 px, batch 64
+and 256, `trainer.precision` 32-true and bf16-mixed, `model.compile` false and step.
 
-Each cell is one in-process `trainer.fit` through the normal path (`gan.train.build`: the model's own config,
-Lightning's loop, the framework's data stream), on a synthetic in-memory dataset of random uint8 RGB images of
-the right size (so no download is needed; on a GPU the split is moved to the device once, as real in-memory data
-is). Sample grids, checkpoints, metrics and loggers are off. Throughput is generator iterations x batch size per
-second, timed after `--warmup` iterations (compilation, cuDNN autotuning and allocator warm-up fall there), with
-the device synchronised at both ends. SNGAN and WGAN-GP take 5 critic steps per generator iteration, so their
-figures count one fifth of the real images their critic sees.
+A cell runs each side at two lengths N1 < N2 and takes the marginal cost of an iteration, (wall(N2) - wall(N1)) /
+(N2 - N1): start-up, compilation and warm-up cancel, and what is left is what a long run pays per iteration, seen
+from outside the process. Images/s = batch / marginal (generator iterations x batch: SNGAN and WGAN-GP take 5
+critic steps per generator iteration, so their critic sees 5x the images counted). The ratio column is gan.run's
+marginal over the plain script's; the issue's goal is within 1.15x in every cell.
 
-    python experiments/bench_gpu.py                      # the full grid, the models' published widths, batch 64
-    python experiments/bench_gpu.py --quick              # a few iterations of small networks: proves it runs (CPU)
-    python experiments/bench_gpu.py --models dcgan --sizes 64 --precisions bf16-mixed --iters 500
-    python experiments/bench_gpu.py model.channels_last=true    # extra overrides apply to every cell
+The data is a synthetic in-memory split of random uint8 RGB images (and class labels for BigGAN), so nothing is
+downloaded; on a GPU both sides hold it on the device. gan.run runs with its defaults minus what the plain
+script does not do: no logger, no metrics, no sample grids; checkpoints only at the end. The plain script does the
+model's arithmetic (gan.losses' loss and regulariser, n_critic, g_batch_multiple, lazy R1, EMA), not its extras, so
+two cells set both sides to the same work: stylegan2 with `model.style_mixing=0 model.pl_weight=0` (no style
+mixing or path length), biggan with `model.ortho_weight=0 model.ema_start=0` (and self-attention at half the image
+size, where the 128 px recipe's 64 px would be absent or the last block).
+
+    python experiments/bench_gpu.py                        # the whole grid (80 cells; hours on one GPU)
+    python experiments/bench_gpu.py --models dcgan --sizes 32 --batches 64 --iters 200 1000 --rounds 2
+    python experiments/bench_gpu.py --quick                # a few iterations of small networks on the CPU: it runs
 """
 from __future__ import annotations
 
 import argparse
-import gc
-import logging
+import os
+import statistics
 import sys
-import tempfile
-import time
-import warnings
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
 
-import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 
+from bench_overhead import one_run  # noqa: E402
 from gan.data.datamodule import ImageDataModule  # noqa: E402
 
-MODELS = ("dcgan", "sngan", "wgan_gp")
-SIZES = (32, 64)
-PRECISIONS = ("32-true", "bf16-mixed")
-ARCH = {"dcgan": "dcgan", "sngan": "resnet", "wgan_gp": "resnet"}  # the model configs' default architectures
+MODELS = ("dcgan", "sngan", "wgan_gp", "stylegan2", "biggan")
+SAME_WORK = {"stylegan2": ["model.style_mixing=0", "model.pl_weight=0"],
+             "biggan": ["model.ortho_weight=0", "model.ema_start=0", "data.num_classes=10"]}
+WIDTH = {"dcgan": "dcgan", "sngan": "resnet", "wgan_gp": "resnet"}  # where --width goes (the other two: their own)
 
 
 class SyntheticImages(ImageDataModule):
-    """Random uint8 RGB images held in memory, as CIFAR-10 is, at any size; unlabelled."""
+    """Random uint8 RGB images held in memory, as CIFAR-10 is, at any size; labels in [0, num_classes) when set."""
 
     train_size = 4096
 
@@ -50,116 +54,79 @@ class SyntheticImages(ImageDataModule):
         g = torch.Generator().manual_seed(("train", "val", "test").index(split))
         images = torch.randint(0, 256, (n, self.channels, self.image_size, self.image_size), generator=g,
                                dtype=torch.uint8)
-        return self.pairs(images, torch.full((n,), -1))
+        labels = torch.randint(self.num_classes, (n,), generator=g) if self.num_classes else torch.full((n,), -1)
+        return self.pairs(images, labels)
 
 
-class Throughput(pl.Callback):
-    """Seconds and generator iterations from the end of iteration `warmup` to the end of training, and the graphs
-    torch.compile made before and during that window."""
-
-    def __init__(self, warmup: int):
-        self.warmup, self.start, self.seconds, self.iters = warmup, None, float("nan"), 0
-        self.graphs_before = self.graphs = 0
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        if module.g_iter == self.warmup:
-            synchronize()
-            self.start, self.first, self.graphs_before = time.perf_counter(), module.g_iter, compiled_graphs()
-
-    def on_train_end(self, trainer, module) -> None:
-        synchronize()
-        if self.start is not None:
-            self.seconds, self.iters = time.perf_counter() - self.start, module.g_iter - self.first
-        self.graphs = compiled_graphs()
-
-
-def compiled_graphs() -> int:
-    return torch._dynamo.utils.counters["stats"]["unique_graphs"]
-
-
-def synchronize() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def overrides(model: str, size: int, compile: bool, precision: str, args) -> list[str]:
-    cell = [f"model={model}", "data=cifar10", f"data._target_={__name__}.SyntheticImages", f"data.image_size={size}",
-            "data.num_classes=null", f"data.batch_size={args.batch}", f"g_iters={args.warmup + args.iters}",
-            f"model.compile={str(compile).lower()}", f"trainer.precision={precision}", "logger=none", "metrics=none",
-            "~callbacks.checkpoint", "~callbacks.samples", "~callbacks.progress_bar",
-            "+trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "model.log_every=1000000"]
-    if args.width:
-        cell += [f"model.generator.{ARCH[model]}.width={args.width}",
-                 f"model.discriminator.{ARCH[model]}.width={args.width}"]
+def cell_overrides(model: str, size: int, batch: int, precision: str, compile: str, args) -> list[str]:
+    cell = [f"model={model}", "data=cifar10", "data._target_=bench_gpu.SyntheticImages", f"data.image_size={size}",
+            "data.num_classes=null", f"data.batch_size={batch}", f"trainer.precision={precision}",
+            f"model.compile={compile}", "logger=none", "~callbacks.samples", "callbacks.checkpoint.every_g_iters=100000000",
+            "model.log_every=1000000", *SAME_WORK.get(model, [])]
+    if model == "biggan":  # attention at the half-size block (the 128 px recipe's is at 64 px: absent below 128 px)
+        cell += [f"model.generator.attention={size // 2}", f"model.discriminator.attention={size // 2}"]
+    if args.width and model in WIDTH:
+        cell += [f"model.generator.{WIDTH[model]}.width={args.width}",
+                 f"model.discriminator.{WIDTH[model]}.width={args.width}"]
     return cell + args.overrides
 
 
-def measure(model: str, size: int, compile: bool, precision: str, args) -> dict:
-    from hydra import compose, initialize_config_dir
-
-    from gan.train import build
-
-    with tempfile.TemporaryDirectory() as run_dir:
-        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            cfg = compose("train", overrides=[*overrides(model, size, compile, precision, args),
-                                              f"paths.run_dir={run_dir}"])
-        datamodule, module, trainer = build(cfg, Path(run_dir))
-        timer = Throughput(args.warmup)
-        trainer.callbacks.append(timer)
-        started = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule)
-        total = time.perf_counter() - started
-    batch = cfg.data.batch_size
-    return {"img_s": timer.iters * batch / timer.seconds, "ms_iter": 1000 * timer.seconds / timer.iters,
-            "total_s": total, "graphs": timer.graphs, "late": timer.graphs - timer.graphs_before}
+def measure(overrides: list[str], args, env: dict) -> dict:
+    """Per side: the median marginal seconds per iteration over the rounds."""
+    n1, n2 = args.iters
+    walls = {(side, n): [] for side in ("plain", "gan.run") for n in (n1, n2)}
+    for r in range(args.rounds):
+        for n in (n1, n2):
+            for side in (("plain", "gan.run") if r % 2 == 0 else ("gan.run", "plain")):
+                walls[side, n].append(one_run(side, n, overrides, env)[0])
+    return {side: (statistics.median(walls[side, n2]) - statistics.median(walls[side, n1])) / (n2 - n1)
+            for side in ("plain", "gan.run")}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="2 warm-up + 3 timed iterations, networks 16 channels wide, batch 8: proves the script "
-                             "runs (on a CPU); the figures mean nothing")
+    parser.add_argument("--quick", action="store_true", help="dcgan at 16 px, batch 8, 16 channels, 3 and 6 "
+                        "iterations, 1 round: proves both sides run (on a CPU); the figures mean nothing")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    parser.add_argument("--sizes", nargs="+", type=int, default=list(SIZES))
-    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS))
-    parser.add_argument("--compile", nargs="+", default=["off", "on"], choices=["off", "on"])
-    parser.add_argument("--iters", type=int, default=200, help="timed generator iterations per cell")
-    parser.add_argument("--warmup", type=int, default=30, help="untimed generator iterations first")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--width", type=int, default=None, help="G and D width (default: each model's own)")
+    parser.add_argument("--sizes", nargs="+", type=int, default=[32, 64])
+    parser.add_argument("--batches", nargs="+", type=int, default=[64, 256])
+    parser.add_argument("--precisions", nargs="+", default=["32-true", "bf16-mixed"])
+    parser.add_argument("--compile", nargs="+", default=["false", "step"], choices=["false", "networks", "step"])
+    parser.add_argument("--iters", type=int, nargs=2, default=[100, 500], metavar=("N1", "N2"),
+                        help="the two lengths of every cell, in generator iterations")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--width", type=int, default=None, help="G and D width of dcgan, sngan, wgan_gp")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every cell, e.g. model.channels_last=true")
     args = parser.parse_args(argv)
     if args.quick:
-        args.iters, args.warmup, args.batch, args.width = 3, 2, 8, args.width or 16
-    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
-    logging.getLogger("lightning_fabric").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*(does not have many workers|torch.compile cannot train yet).*")
-
-    device = (torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads")
-    print(f"# {device}; torch {torch.__version__}; batch {args.batch}; {args.warmup} warm-up + {args.iters} timed "
-          f"generator iterations per cell{'; --quick: small networks, figures not meaningful' if args.quick else ''}")
-    header = (f"{'model':<8} {'size':>4} {'compile':>7} {'precision':>10} {'img/s':>9} {'ms/iter':>9} {'total s':>8} "
-              f"{'graphs':>6}")
-    print(header)
-    print("-" * len(header))
+        args.models, args.sizes, args.batches, args.precisions = ["dcgan"], [16], [8], ["32-true"]
+        args.iters, args.rounds, args.width = [3, 6], 1, args.width or 16
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH", "")]),
+           "WANDB_MODE": "offline"}
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {os.cpu_count()} cores"
+    print(f"# {device}; torch {torch.__version__}; whole processes, marginal of {args.iters[0]} -> {args.iters[1]} "
+          f"generator iterations, median of {args.rounds} alternating rounds"
+          f"{'; --quick: figures not meaningful' if args.quick else ''}")
+    header = (f"| model | px | batch | precision | compile | plain img/s | gan.run img/s | gan.run / plain |\n"
+              f"|---|---|---|---|---|---|---|---|")
+    print(header, flush=True)
     for model in args.models:
         for size in args.sizes:
-            for compile in (c == "on" for c in args.compile):
+            for batch in args.batches:
                 for precision in args.precisions:
-                    try:
-                        r = measure(model, size, compile, precision, args)
-                        graphs = f"{r['graphs']}{'!' if r['late'] else ''}"
-                        figures = f"{r['img_s']:>9.1f} {r['ms_iter']:>9.2f} {r['total_s']:>8.1f} {graphs:>6}"
-                    except Exception as error:  # one failing cell (e.g. no bf16 on an old GPU) must not end the table
-                        figures = f"  failed: {type(error).__name__}: {str(error).splitlines()[0][:80]}"
-                    print(f"{model:<8} {size:>4} {'on' if compile else 'off':>7} {precision:>10} {figures}", flush=True)
-                    torch._dynamo.reset()
-                    torch._dynamo.utils.counters.clear()
-                    gc.collect()
-                    if torch.cuda.is_available():
-                        torch.cuda.empty_cache()
-    print("graphs: the graphs torch.compile built; '!': some inside the timed window (raise --warmup)")
+                    for compile in args.compile:
+                        cell = f"| {model} | {size} | {batch} | {precision} | {compile} |"
+                        try:
+                            sec = measure(cell_overrides(model, size, batch, precision, compile, args), args, env)
+                        except SystemExit as error:  # one failing cell (no bf16 on an old GPU) must not end the table
+                            print(f"{cell} failed: {str(error).strip().splitlines()[-1][:100]} | | |", flush=True)
+                            continue
+                        if min(sec.values()) <= 0:  # N2 - N1 iterations took less than the noise of a process
+                            print(f"{cell} noise: raise --iters | | |", flush=True)
+                            continue
+                        print(f"{cell} {batch / sec['plain']:.0f} | {batch / sec['gan.run']:.0f} | "
+                              f"{sec['gan.run'] / sec['plain']:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,11 @@ def compose_config(g_iters: int, overrides: list[str], run_dir: str):
 
 
 def plain(g_iters: int, overrides: list[str]) -> dict:
-    """A plain loop over the config's networks: n_critic D steps on fresh real batches, then one G step."""
+    """A plain loop over the config's networks: n_critic D steps on fresh real batches (with the regulariser every
+    reg_every of them, lazily scaled), then one G step on g_batch_multiple x the batch; class labels where the model
+    is conditional; the EMA copy. It follows the config's device (trainer.accelerator: a GPU where there is one),
+    trainer.precision (bf16-mixed: autocast, losses in float32), float32_matmul_precision and model.compile
+    (networks: each network compiled; step: the D and G losses compiled as functions)."""
     sys.path.insert(0, str(REPO))
     import torch
     from hydra.utils import instantiate
@@ -56,44 +60,85 @@ def plain(g_iters: int, overrides: list[str]) -> dict:
     module = instantiate(cfg.model)
     if not hasattr(module, "discriminator"):  # model=vae
         return plain_vae(module, dm, g_iters, cfg.seed)
+    cuda = cfg.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    if cuda:
+        torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
+    module.to(device)
     G, D, loss, pack = module.generator, module.discriminator, module.loss, module.pack
     ema = getattr(module, "ema_generator", None)
-    opt_g, opt_d = module.configure_optimizers()  # the model's players: generator, discriminator
-    data = dm.dataset("train").data
-    batch, latent = dm.batch_size, module.latent_dim
+    opt_g, opt_d = module.configure_optimizers()  # the model's players: generator, discriminator (lazy rescaling)
+    split = dm.dataset("train")
+    data, labels = split.data.to(device), split.labels.to(device) if module.conditional else None
+    batch, latent, classes = dm.batch_size, module.latent_dim, module.num_classes
+    penalty, weight, every = module.regularizer, module.reg_weight, module.reg_every
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=str(cfg.trainer.precision) == "bf16-mixed")
     order_rng = torch.Generator().manual_seed(cfg.seed)
     order = torch.empty(0, dtype=torch.long)
 
     def real_batch():
         nonlocal order
         if len(order) < batch:
-            order = torch.randperm(len(data), generator=order_rng)
-        x, order = data[order[:batch]], order[batch:]
-        return from_uint8(x) if x.dtype == torch.uint8 else x
+            order = torch.randperm(len(data), generator=order_rng).to(device)
+        index, order = order[:batch], order[batch:]
+        x = data[index]
+        return (from_uint8(x) if x.dtype == torch.uint8 else x), (labels[index] if labels is not None else None)
 
-    def critic(x):
-        return D(x.reshape(x.shape[0] // pack, pack * x.shape[1], *x.shape[2:]))
+    def fake_labels(n):
+        return torch.randint(classes, (n,), device=device) if labels is not None else None
+
+    def critic(x, y):
+        return D(x.reshape(x.shape[0] // pack, pack * x.shape[1], *x.shape[2:]), y).float()
+
+    def d_loss(real, y):
+        with torch.no_grad(), autocast:
+            y_fake = fake_labels(batch)
+            fake = G(torch.randn(batch, latent, device=device), y_fake).float()
+        with autocast:
+            value = loss.d(critic(real, y), critic(fake, y_fake))
+            if penalty is not None and weight and every == 1:
+                value = value + weight * penalty(lambda x: critic(x, y), real, fake, order_rng)
+        return value
+
+    def lazy_penalty(real, y):  # its own D step every `every` iterations, weighted by `every`
+        with torch.no_grad(), autocast:
+            fake = G(torch.randn(batch, latent, device=device), fake_labels(batch)).float()
+        with autocast:
+            return every * weight * penalty(lambda x: critic(x, y), real, fake, order_rng)
+
+    def g_loss():
+        n = module.g_batch_multiple * batch
+        with autocast:
+            y_fake = fake_labels(n)
+            return loss.g(critic(G(torch.randn(n, latent, device=device), y_fake).float(), y_fake))
+
+    if cfg.model.compile in ("networks", True):
+        G.compile(mode=cfg.model.compile_mode)
+        D.compile(mode=cfg.model.compile_mode)
+    elif cfg.model.compile == "step":
+        d_loss, g_loss = torch.compile(d_loss, mode=cfg.model.compile_mode), torch.compile(g_loss, mode=cfg.model.compile_mode)
 
     start = time.perf_counter()
-    for _ in range(g_iters):
-        for _ in range(module.n_critic):
-            real = real_batch()
-            with torch.no_grad():
-                fake = G(torch.randn(batch, latent))
-            d_loss = loss.d(critic(real), critic(fake))
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
+    for i in range(g_iters):
+        for k in range(module.n_critic):
+            real, y = real_batch()
+            steps = [d_loss] + ([lazy_penalty] if k == 0 and penalty is not None and weight and every > 1
+                                and i % every == 0 else [])
+            for step in steps:
+                d_value = step(real, y)
+                opt_d.zero_grad(set_to_none=True)
+                d_value.backward()
+                opt_d.step()
         D.requires_grad_(False)
-        g_loss = loss.g(critic(G(torch.randn(batch, latent))))
+        g_value = g_loss()
         opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
+        g_value.backward()
         opt_g.step()
         D.requires_grad_(True)
         if ema is not None:
             ema.update_parameters(G)
-    return {"train_seconds": time.perf_counter() - start, "g_iters": g_iters, "d_loss": d_loss.item(),
-            "g_loss": g_loss.item()}
+    result = {"g_iters": g_iters, "d_loss": d_value.item(), "g_loss": g_value.item()}  # .item() waits for the device
+    return {"train_seconds": time.perf_counter() - start, **result}
 
 
 def plain_vae(module, dm, g_iters: int, seed: int) -> dict:
