@@ -175,9 +175,10 @@ class AdversarialModule(pl.LightningModule):
         - `compile=step`: each phase's whole update is compiled, its loss function with every network it calls and
           the loss arithmetic, and with them (AOTAutograd) their backward; `compile_mode=reduce-overhead` captures
           it as CUDA graphs on a GPU. What cannot be compiled is cut out of the graph and runs eagerly
-          (`torch.compiler.disable`): draws from the module's CPU generator (`draw`, `host_values`) and the terms
-          that differentiate twice (gradient penalties, StyleGAN2's path length). Spectral norm compiles here: its
-          power iteration is traced with the phase, unlike in `compile=networks` (pytorch/pytorch#185497).
+          (`torch.compiler.disable`, or a graph break where torch.compile meets it): draws from the module's CPU
+          generator (`draw`, `host_values`) and the terms that differentiate twice (gradient penalties, StyleGAN2's
+          path length). Spectral norm compiles here: its power iteration is traced with the phase, unlike in
+          `compile=networks` (pytorch/pytorch#185497).
         """
         if self._configured:
             return
@@ -340,7 +341,6 @@ class AdversarialModule(pl.LightningModule):
         self.rng.set_state(progress["rng"])
 
 
-@torch.compiler.disable
 def host_values(draw: Tensor):
     """The Python numbers of a draw made on the host (from a module's CPU generator, `self.rng`): reading them makes
     nothing wait for the device. A device tensor is refused: reading it would (tests/test_no_host_sync.py)."""
