@@ -21,12 +21,17 @@ from gan.errors import UserError
 class AdversarialLoss:
     name: str
     d: Callable[[Tensor, Tensor], Tensor]  # (real_logits, fake_logits) -> scalar
-    g: Callable[[Tensor], Tensor]  # fake_logits -> scalar
+    g: Callable[..., Tensor]  # fake_logits -> scalar; relativistic: (fake_logits, real_logits) -> scalar
     probabilistic: bool  # whether sigmoid(logit) is D's probability that the input is real
+    relativistic: bool = False  # G's loss also reads D's logits on real data
+    paired: bool = False  # relativistic on pairs (RSGAN): real and fake logits must be as many
 
     def d_output(self, logits: Tensor) -> Tensor:
         """What a person reads as D(x): a probability for probabilistic losses, the critic value otherwise."""
         return torch.sigmoid(logits) if self.probabilistic else logits
+
+    def __reduce__(self):  # closures inside: a registered loss is pickled (DDP spawn, multiprocessing) by name
+        return (get_loss, (self.name,)) if LOSSES.get(self.name) is self else super().__reduce__()
 
 
 # Goodfellow et al. 2014: max_D E[log D(x)] + E[log(1 - D(G(z)))]; G minimises log(1 - D(G(z))).
@@ -63,6 +68,43 @@ def least_squares_d(real: Tensor, fake: Tensor) -> Tensor:
 
 def least_squares_g(fake: Tensor) -> Tensor:
     return 0.5 * ((fake - 1.0) ** 2).mean()
+
+
+# Relativistic GANs (Jolicoeur-Martineau 2019): D estimates how much more realistic real data are than fakes. On pairs
+# (RSGAN, eq. 4-5: C(x_r) - C(x_f) for a real and a fake of the same index) or against the other batch's mean (RaGAN,
+# eq. 11: C(x_r) - E C(x_f) and C(x_f) - E C(x_r)); G's loss is D's with real and fake swapped. f1(t) = softplus(-t)
+# (SGAN), (t - 1)^2 (LSGAN), relu(1 - t) (hinge), with f2(t) = f1(-t). The average variants are halved as in the
+# author's code (AlexiaJM/RelativisticGAN: `errD = (... + ...)/2`); the paired ones are not, as there.
+RELATIVISTIC_F = {"": lambda t: F.softplus(-t), "_ls": lambda t: (t - 1.0) ** 2, "_hinge": lambda t: F.relu(1.0 - t)}
+
+
+def relativistic_paired(f: Callable[[Tensor], Tensor]) -> tuple[Callable, Callable]:
+    def d(real: Tensor, fake: Tensor) -> Tensor:
+        return f(real - fake).mean()
+
+    def g(fake: Tensor, real: Tensor) -> Tensor:
+        return f(fake - real).mean()
+    return d, g
+
+
+def relativistic_average(f: Callable[[Tensor], Tensor]) -> tuple[Callable, Callable]:
+    def d(real: Tensor, fake: Tensor) -> Tensor:
+        return 0.5 * (f(real - fake.mean()).mean() + f(-(fake - real.mean())).mean())
+
+    def g(fake: Tensor, real: Tensor) -> Tensor:
+        return d(fake, real)
+    return d, g
+
+
+def relativistic_losses() -> dict[str, AdversarialLoss]:
+    losses = {}
+    for suffix, f in RELATIVISTIC_F.items():
+        losses[f"relativistic{suffix}"] = AdversarialLoss(f"relativistic{suffix}", *relativistic_paired(f),
+                                                          probabilistic=False, relativistic=True, paired=True)
+        losses[f"relativistic_average{suffix}"] = AdversarialLoss(f"relativistic_average{suffix}",
+                                                                  *relativistic_average(f), probabilistic=False,
+                                                                  relativistic=True)
+    return losses
 
 
 @dataclass(frozen=True)
@@ -159,6 +201,7 @@ LOSSES = {
     "hinge": AdversarialLoss("hinge", hinge_d, wasserstein_g, probabilistic=False),
     "least_squares": AdversarialLoss("least_squares", least_squares_d, least_squares_g, probabilistic=False),
     **{name: div.adversarial_loss() for name, div in F_DIVERGENCES.items()},
+    **relativistic_losses(),  # relativistic{,_ls,_hinge}, relativistic_average{,_ls,_hinge}
 }
 
 

@@ -49,6 +49,17 @@ EXPECTED.update({name: (mean(conjugate(g(f)) for f in FAKE.tolist()) - mean(g(r)
                         -mean(g(f) for f in FAKE.tolist()))
                  for name, (g, conjugate) in F_GAN_TABLE.items()})
 
+# Relativistic (Jolicoeur-Martineau 2019): f1 of C(x_r) - C(x_f) on pairs (RSGAN-type), or against the other batch's
+# mean with f2(t) = f1(-t) on the fakes' side, halved as the author's code (RaGAN-type); G's loss is D's with real and
+# fake swapped. f1: SGAN softplus(-t) = -log sigmoid(t), LSGAN (t - 1)^2, hinge max(0, 1 - t).
+R, Q = REAL.tolist(), FAKE.tolist()
+for suffix, f1 in {"": lambda t: -math.log(sigmoid(t)), "_ls": lambda t: (t - 1) ** 2,
+                   "_hinge": lambda t: max(0.0, 1 - t)}.items():
+    EXPECTED[f"relativistic{suffix}"] = (mean(f1(r - f) for r, f in zip(R, Q)), mean(f1(f - r) for r, f in zip(R, Q)))
+    EXPECTED[f"relativistic_average{suffix}"] = (
+        0.5 * (mean(f1(r - mean(Q)) for r in R) + mean(f1(-(f - mean(R))) for f in Q)),
+        0.5 * (mean(f1(f - mean(R)) for f in Q) + mean(f1(-(r - mean(Q))) for r in R)))
+
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_loss_equals_the_hand_computed_value(name):
@@ -56,7 +67,8 @@ def test_loss_equals_the_hand_computed_value(name):
     loss = get_loss(name)
     d_expected, g_expected = EXPECTED[name]
     assert loss.d(REAL, FAKE).item() == pytest.approx(d_expected, rel=1e-6)
-    assert loss.g(FAKE).item() == pytest.approx(g_expected, rel=1e-6)
+    g = loss.g(FAKE, REAL) if loss.relativistic else loss.g(FAKE)  # relativistic: G's loss reads real logits too
+    assert g.item() == pytest.approx(g_expected, rel=1e-6)
     probability = loss.d_output(torch.tensor([0.0]))
     assert probability.item() == (0.5 if loss.probabilistic else 0.0)
 

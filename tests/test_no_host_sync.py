@@ -54,7 +54,12 @@ CASES = {
 # The augmentations every noise -> image GAN can add (conf/model/_augment.yaml); ADA moves p every 2 iterations here.
 CASES |= {"dcgan+diffaugment": [*CASES["dcgan"], "model.augment=diffaugment"],
           "dcgan+ada": [*CASES["dcgan"], "model.augment=ada", "model.ada_kimg=0.1", "model.ada_interval=2"],
-          "stylegan2+ada": [*CASES["stylegan2"], "model.augment=ada", "model.ada_kimg=0.1", "model.ada_interval=2"]}
+          "stylegan2+ada": [*CASES["stylegan2"], "model.augment=ada", "model.ada_kimg=0.1", "model.ada_interval=2"],
+          # the objectives and tricks of the GAN family (tests/test_objectives.py)
+          "gan+unrolled+improved": [*CASES["gan"], "model.unroll_steps=2", "model.historical_averaging=0.1",
+                                    "model.discriminator.minibatch_kernels=8", "model.label_smoothing=0.1"],
+          "gan+relativistic": [*CASES["gan"], "model.loss=relativistic_average"],
+          "gan+feature_matching": [*CASES["gan"], "model.feature_matching=true"]}
 
 
 def test_every_model_is_counted():

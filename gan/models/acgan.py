@@ -11,6 +11,7 @@ from gan.models.base import GANModule
 
 class ACGAN(GANModule):
     auxiliary_classifier = True
+    shared_g_loss = False
 
     def __init__(self, *args, conditioning: str, class_weight: float, **kwargs):
         if conditioning != "acgan":

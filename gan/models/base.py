@@ -13,6 +13,7 @@ D's outputs on real images (`record_critic`) every `ada_interval` iterations and
 from __future__ import annotations
 
 import inspect
+from functools import partial
 from typing import Callable, Sequence
 
 import torch
@@ -21,7 +22,10 @@ from torch import Tensor, nn
 from gan.augment import AdaptiveAugment, make_augment
 from gan.errors import UserError, check_betas, non_negative, positive_float, positive_int
 from gan.losses import get_loss, get_regularizer
-from gan.models.core import AdversarialModule, Batch, Phase, Player, lr_schedule
+from gan.improved import (HistoricalAverage, check_feature_matching, feature_matching_loss, head_input,
+                          one_sided_smoothing)
+from gan.models.core import AdversarialModule, Batch, Phase, Player, flag, lr_schedule
+from gan.unrolled import check_unrollable, unrolled_parameters
 
 
 AUGMENT_SETTINGS = ("augment", "augment_policy", "ada_target", "ada_interval", "ada_kimg", "ada_transforms")
@@ -46,6 +50,8 @@ def augment_only(model: str, settings: dict) -> dict:
 
 class GANModule(AdversarialModule):
     auxiliary_classifier = False  # whether the loop trains D's class head (ACGAN sets it)
+    shared_g_loss = True  # whether G's adversarial loss is generator_loss's (relativistic losses extend it); a model
+    # with a G loss of its own sets False
 
     def __init__(
         self,
@@ -65,6 +71,10 @@ class GANModule(AdversarialModule):
         reg_weight: float = 0.0,
         reg_every: int = 1,
         n_critic: int = 1,
+        unroll_steps: int = 0,
+        feature_matching: bool = False,
+        historical_averaging: float = 0.0,
+        label_smoothing: float = 0.0,
         pack: int = 1,
         g_batch_multiple: int = 1,
         ema_decay: float | None = None,
@@ -87,7 +97,15 @@ class GANModule(AdversarialModule):
                          compile=compile, compile_mode=compile_mode, channels_last=channels_last)
         self.generator, self.discriminator = generator, discriminator
         self.name, self.arch, self.latent_dim = name, arch, positive_int("model.latent_dim", latent_dim)
-        self.loss = get_loss(loss)
+        self.loss = one_sided_smoothing(get_loss(loss), label_smoothing)
+        self.unroll_steps = 0 if unroll_steps == 0 else positive_int("model.unroll_steps", unroll_steps)
+        self.feature_matching = flag("model.feature_matching", feature_matching)
+        if self.loss.relativistic or self.unroll_steps or self.feature_matching:
+            check_shared_g_loss(self, self.loss, g_batch_multiple, self.unroll_steps, self.feature_matching)
+        check_unrollable(d_optimizer, self.unroll_steps)
+        if self.feature_matching:
+            check_feature_matching(discriminator)
+        self.historical_averaging = non_negative("model.historical_averaging", historical_averaging)
         self.regularizer, self.reg_weight = get_regularizer(regularizer), non_negative("model.reg_weight", reg_weight)
         self.n_critic, self.pack = positive_int("model.n_critic", n_critic), positive_int("model.pack", pack)
         self.reg_every = positive_int("model.reg_every", reg_every)
@@ -105,10 +123,14 @@ class GANModule(AdversarialModule):
         if ema_decay:
             self.ema_generator = self.make_ema(generator, float(ema_decay))
         betas, decay = check_betas("model.betas", betas), lr_schedule(total_iters, lr_decay)
-        phases = [Phase("d", "discriminator", self.discriminator_loss, repeats=self.n_critic)]
+        if self.historical_averaging:  # Improved GAN's historical averaging: each player's own running mean
+            self.historical = nn.ModuleDict({"generator": HistoricalAverage(generator.parameters()),
+                                             "discriminator": HistoricalAverage(discriminator.parameters())})
+        phases = [Phase("d", "discriminator", self.with_history("discriminator", self.discriminator_loss),
+                        repeats=self.n_critic)]
         if self.regularizer is not None and self.reg_weight and self.reg_every > 1:
             phases.append(Phase("d_reg", "discriminator", self.lazy_regularization, every=self.reg_every, lazy=True))
-        phases.append(Phase("g", "generator", self.generator_loss))
+        phases.append(Phase("g", "generator", self.with_history("generator", self.generator_loss)))
         self.schedule(
             [Player("generator", ("generator",), g_optimizer, positive_float("model.g_lr", g_lr), betas,
                     ema=("generator",) if ema_decay else (), lr_factor=decay),
@@ -237,7 +259,68 @@ class GANModule(AdversarialModule):
     def generator_loss(self, batch: Batch) -> Tensor:
         """G's loss on `g_batch_multiple` x D's batch of fakes (sngan_projection's `n_gen_samples`, WGAN-GP's
         `GEN_BS_MULTIPLE`), drawn from the module's RNG (`fake_data` -> `draw`: exact resume, each rank its share)."""
-        return self.adversarial_g_loss(*self.fake_data(self.g_batch_multiple * batch["x"].shape[0]))
+        fake, y_fake = self.fake_data(self.g_batch_multiple * batch["x"].shape[0])
+        if not (self.loss.relativistic or self.unroll_steps or self.feature_matching):
+            return self.adversarial_g_loss(fake, y_fake)
+        real, y_real = self.real_data(batch)
+        if self.feature_matching:  # Improved GAN: G matches the mean of D's features on real data
+            return feature_matching_loss(head_input(self.discriminator, lambda: self.critic(real, y_real)),
+                                         head_input(self.discriminator, lambda: self.critic(fake, y_fake)))
+        critic = self.unrolled_critic(real, y_real, fake, y_fake) if self.unroll_steps else self.critic
+        if self.loss.relativistic:  # D judges the iteration's real minibatch too (no gradient reaches real data)
+            return self.loss.g(critic(fake, y_fake), critic(real, y_real))
+        return self.loss.g(critic(fake, y_fake))
+
+    def with_history(self, player: str, loss: Callable[[Batch], Tensor]) -> Callable[[Batch], Tensor]:
+        """The phase loss, plus historical averaging's weight x ||theta - mean of past theta||^2 when it is on."""
+        if not self.historical_averaging:
+            return loss
+        return partial(self.historically_averaged, player, loss)
+
+    def historically_averaged(self, player: str, loss: Callable[[Batch], Tensor], batch: Batch) -> Tensor:
+        penalty = self.historical[player].penalty()
+        self._last[f"{player[0]}_history"] = penalty.detach()
+        return loss(batch) + self.historical_averaging * penalty
+
+    def after_step(self, phase: Phase) -> None:
+        if self.historical_averaging and phase.name != "d_reg":  # after the player's step: theta[t] joins the mean
+            self.historical[phase.player].update()
+
+    def unrolled_critic(self, real: Tensor, y_real: Tensor | None, fake: Tensor,
+                        y_fake: Tensor | None) -> Callable[[Tensor, Tensor | None], Tensor]:
+        """`critic` as D would be after `unroll_steps` more steps of its optimiser on D's loss for this real minibatch
+        and G's fakes (gan.unrolled): G's loss through it takes D's answer to G's change into account."""
+        optimizers = self.optimizers()
+        optimizer = dict(zip(self.players, optimizers if isinstance(optimizers, list) else [optimizers]))
+        optimizer = getattr(optimizer["discriminator"], "optimizer", optimizer["discriminator"])  # Lightning's wrapper
+
+        def d_loss(judge):
+            return self.loss.d(judge(self.packed(self.augmented(real)), y_real),
+                               judge(self.packed(self.augmented(fake)), y_fake))
+        judge, _ = unrolled_parameters(self.discriminator, d_loss, optimizer, self.unroll_steps)
+        return lambda x, y: judge(self.packed(self.augmented(x)), y)
 
     def adversarial_g_loss(self, fake: Tensor, y_fake: Tensor | None) -> Tensor:
         return self.loss.g(self.critic(fake, y_fake))
+
+
+def check_shared_g_loss(module: GANModule, loss, g_batch_multiple: int, unroll_steps: int,
+                        feature_matching: bool) -> None:
+    """A relativistic loss, unrolling and feature matching change the shared G loss (`generator_loss`); paired
+    relativistic losses need as many fakes as reals; feature matching replaces the adversarial G loss, so it does not
+    combine with the other two."""
+    options = [option for option, on in ((f"model.loss={loss.name} (relativistic)", loss.relativistic),
+                                         (f"model.unroll_steps={unroll_steps}", unroll_steps),
+                                         ("model.feature_matching=true", feature_matching)) if on]
+    if feature_matching and len(options) > 1:
+        raise UserError(f"model.feature_matching=true replaces G's adversarial loss by matching D's features, so "
+                        f"{' and '.join(options[:-1])} would have no effect. Remove one of them.")
+    if not module.shared_g_loss:
+        option = options[0]
+        raise UserError(f"{option} changes G's shared adversarial loss, which {type(module).__name__} does not use "
+                        f"(it has a G loss of its own). Use it with an unconditional GAN (model=gan, dcgan, lsgan, "
+                        f"sngan, wgan_gp, ...), or remove the override.")
+    if loss.paired and g_batch_multiple != 1:
+        raise UserError(f"model.loss={loss.name} compares each real sample with one fake (RSGAN), so G's batch must "
+                        f"equal D's, but model.g_batch_multiple={g_batch_multiple}. Set model.g_batch_multiple=1, or "
+                        f"use the average version (model.loss=relativistic_average).")

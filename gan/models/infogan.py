@@ -23,6 +23,7 @@ from gan.nets.infogan import CodePosterior, check_codes
 
 class InfoGAN(GANModule):
     kind = "latent_codes"
+    shared_g_loss = False
 
     def __init__(self, *args, categorical_codes, continuous_codes: int, info_weight: float, conditioning: str,
                  pack: int, **kwargs):

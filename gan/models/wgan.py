@@ -26,7 +26,7 @@ class WGAN(GANModule):
 
     @torch.no_grad()
     def after_step(self, phase: Phase) -> None:
-        if phase.player != "discriminator":
-            return
-        for parameter in self.discriminator.parameters():
-            parameter.clamp_(-self.clip, self.clip)
+        if phase.player == "discriminator":
+            for parameter in self.discriminator.parameters():
+                parameter.clamp_(-self.clip, self.clip)
+        super().after_step(phase)

@@ -40,7 +40,13 @@ def generator(arch: str, shape, latent_dim: int, num_classes: int | None, condit
 
 
 def discriminator(arch: str, shape, norm: str, pack: int, num_classes: int | None, conditioning: str,
-                  **per_arch: Mapping) -> nn.Module:
+                  minibatch_kernels: int, **per_arch: Mapping) -> nn.Module:
     settings = _settings(arch, per_arch, "discriminator")
+    if minibatch_kernels and (conditioning != "none" or isinstance(minibatch_kernels, bool)
+                              or not isinstance(minibatch_kernels, int) or minibatch_kernels < 0):
+        raise UserError(f"model.discriminator.minibatch_kernels is the number of minibatch-discrimination kernels "
+                        f"(Salimans et al. 2016 used 100), an integer >= 0 for an unconditional D; got "
+                        f"{minibatch_kernels!r} with model.conditioning={conditioning}. Use e.g. 100 without "
+                        f"conditioning, or 0 to leave the layer out.")
     return DISCRIMINATORS[arch](shape=shape, norm=norm, pack=pack, num_classes=num_classes,
-                                conditioning=conditioning, **settings)
+                                conditioning=conditioning, minibatch_kernels=minibatch_kernels, **settings)

@@ -60,15 +60,42 @@ def concat_label_maps(x: Tensor, y: Tensor, num_classes: int) -> Tensor:
     return torch.cat([x, labels], dim=1)
 
 
+class MinibatchDiscrimination(nn.Module):
+    """Salimans et al. 2016, section 3.2: M_i = h_i T (B kernels of C dimensions), c_b(x_i, x_j) =
+    exp(-||M_i,b - M_j,b||_1), o(x_i)_b = sum over the other samples j of c_b(x_i, x_j), plus a bias; returns [h, o]
+    for the next layer. As openai/improved-gan (`MinibatchLayer`: C = 5, T ~ N(0, 0.05^2), b initialised at -1, the
+    sample itself left out of its sum)."""
+
+    def __init__(self, features: int, kernels: int, kernel_dim: int = 5):
+        super().__init__()
+        self.kernels, self.kernel_dim = kernels, kernel_dim
+        self.T = nn.Parameter(torch.randn(features, kernels * kernel_dim) * 0.05)
+        self.b = nn.Parameter(torch.full((kernels,), -1.0))
+
+    def forward(self, h: Tensor) -> Tensor:
+        m = (h @ self.T).view(-1, self.kernels, self.kernel_dim)
+        distances = (m.unsqueeze(0) - m.unsqueeze(1)).abs().sum(dim=3)  # [N, N, B]
+        o = torch.exp(-distances).sum(dim=1) - 1.0  # exp(0) = 1: the sample's own term
+        return torch.cat([h, o + self.b], dim=1)
+
+
 class DiscriminatorHead(nn.Module):
-    def __init__(self, features: int, num_classes: int | None, conditioning: str, norm: str):
+    def __init__(self, features: int, num_classes: int | None, conditioning: str, norm: str,
+                 minibatch_kernels: int = 0):
         super().__init__()
         self.conditioning = conditioning
+        if minibatch_kernels:  # model.discriminator.minibatch_kernels: Improved GAN's minibatch discrimination
+            self.minibatch = MinibatchDiscrimination(features, minibatch_kernels)
+            features += minibatch_kernels
+        else:
+            self.minibatch = None
         self.adversarial = sn(nn.Linear(features, 1), norm)
         self.embed = sn(nn.Embedding(num_classes, features), norm) if conditioning == "projection" else None
         self.classifier = sn(nn.Linear(features, num_classes), norm) if conditioning == "acgan" else None
 
     def forward(self, h: Tensor, y: Tensor | None, return_class_logits: bool = False):
+        if self.minibatch is not None:
+            h = self.minibatch(h)
         logits = self.adversarial(h).squeeze(1)
         if self.embed is not None:
             logits = logits + (self.embed(y) * h).sum(dim=1)

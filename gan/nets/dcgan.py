@@ -87,7 +87,7 @@ class DCGANGenerator(nn.Module):
 
 class DCGANDiscriminator(nn.Module):
     def __init__(self, shape, width: int, norm: str, pack: int = 1, num_classes: int | None = None,
-                 conditioning: str = "none"):
+                 conditioning: str = "none", minibatch_kernels: int = 0):
         super().__init__()
         check_choice("model.discriminator.norm", norm, NORMS)
         self.conditioning = validate_conditioning(conditioning, num_classes)
@@ -102,7 +102,7 @@ class DCGANDiscriminator(nn.Module):
             channels *= 2
         self.features = nn.Sequential(*layers, nn.Flatten())
         # A linear layer over the final base x base maps is the paper's 4x4 valid convolution to one logit.
-        self.head = DiscriminatorHead(channels * base * base, num_classes, self.conditioning, norm)
+        self.head = DiscriminatorHead(channels * base * base, num_classes, self.conditioning, norm, minibatch_kernels)
         dcgan_init(self)
 
     def forward(self, x: Tensor, y: Tensor | None = None, return_class_logits: bool = False):

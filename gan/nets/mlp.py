@@ -44,7 +44,7 @@ class MLPGenerator(nn.Module):
 
 class MLPDiscriminator(nn.Module):
     def __init__(self, shape, hidden: int, depth: int, norm: str, pack: int = 1, num_classes: int | None = None,
-                 conditioning: str = "none"):
+                 conditioning: str = "none", minibatch_kernels: int = 0):
         super().__init__()
         check_choice("model.discriminator.norm", norm, NORMS)
         self.conditioning = validate_conditioning(conditioning, num_classes)
@@ -55,7 +55,7 @@ class MLPDiscriminator(nn.Module):
             layers += [sn(nn.Linear(width, hidden), norm), norm_1d(norm if i else "none", hidden), nn.LeakyReLU(0.2)]
             width = hidden
         self.features = nn.Sequential(*layers)
-        self.head = DiscriminatorHead(width, num_classes, self.conditioning, norm)
+        self.head = DiscriminatorHead(width, num_classes, self.conditioning, norm, minibatch_kernels)
 
     def forward(self, x: Tensor, y: Tensor | None = None, return_class_logits: bool = False):
         x = x.flatten(1)

@@ -131,7 +131,7 @@ POOLINGS = ("sum", "mean")
 
 class ResNetDiscriminator(nn.Module):
     def __init__(self, shape, width: int, norm: str, pooling: str, output_bias: bool, pack: int = 1,
-                 num_classes: int | None = None, conditioning: str = "none"):
+                 num_classes: int | None = None, conditioning: str = "none", minibatch_kernels: int = 0):
         super().__init__()
         check_choice("model.discriminator.norm", norm, NORMS)
         self.pooling = check_choice("model.discriminator.resnet.pooling", pooling, POOLINGS)
@@ -145,7 +145,7 @@ class ResNetDiscriminator(nn.Module):
         blocks += [DiscriminatorBlock(width, width, True, norm) for _ in range(n_down - 1)]
         blocks += [DiscriminatorBlock(width, width, False, norm) for _ in range(2)]
         self.features = nn.Sequential(*blocks)
-        self.head = DiscriminatorHead(width, num_classes, self.conditioning, norm)
+        self.head = DiscriminatorHead(width, num_classes, self.conditioning, norm, minibatch_kernels)
         if not output_bias:  # the head is every architecture's; only this D may go without the bias
             self.head.adversarial.register_parameter("bias", None)
         for layer in (self.head.adversarial, self.head.embed, self.head.classifier):

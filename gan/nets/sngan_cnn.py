@@ -48,7 +48,7 @@ class SNGANCNNGenerator(nn.Module):
 
 class SNGANCNNDiscriminator(nn.Module):
     def __init__(self, shape, width: int, norm: str, pack: int = 1, num_classes: int | None = None,
-                 conditioning: str = "none"):
+                 conditioning: str = "none", minibatch_kernels: int = 0):
         super().__init__()
         check_choice("model.discriminator.norm", norm, NORMS)
         self.conditioning = validate_conditioning(conditioning, num_classes)
@@ -65,7 +65,7 @@ class SNGANCNNDiscriminator(nn.Module):
         layers += [sn(nn.Conv2d(channels, channels * 2, 3, 1, 1), norm), norm_2d(norm, channels * 2),
                    nn.LeakyReLU(0.1), nn.Flatten()]
         self.features = nn.Sequential(*layers)
-        self.head = DiscriminatorHead(channels * 2 * 16, num_classes, self.conditioning, norm)
+        self.head = DiscriminatorHead(channels * 2 * 16, num_classes, self.conditioning, norm, minibatch_kernels)
 
     def forward(self, x: Tensor, y: Tensor | None = None, return_class_logits: bool = False):
         if self.conditioning == "concat":
