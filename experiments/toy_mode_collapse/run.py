@@ -4,6 +4,7 @@
     python experiments/toy_mode_collapse/run.py --variants gan pacgan4 --data ring --seeds 1 --set model.g_lr=1e-4
     python experiments/toy_mode_collapse/run.py --variants tuned --jobs 1 --process --out results/tuned
     python experiments/toy_mode_collapse/run.py --variants gan fgan_pearson fgan_kl --data ring --seeds 1
+    python experiments/toy_mode_collapse/run.py --variants objectives --out results/objectives
 
 Each run is the framework's own training (`gan.train.train` on the composed config `experiment=toy_<variant>`,
 logger=none, no in-training evaluation); the weights at the end of training (no checkpoint selection) then draw
@@ -50,8 +51,21 @@ VARIANTS = {
     "tuned": "toy_tuned",  # not an equal-budget variant: the recipe that beats PacGAN4's row, with its own budget
     # f-GAN (Nowozin et al. 2016): the gan variant with an f-divergence as its loss (fgan_gan: its D loss is gan's)
     **{f"fgan_{name.removeprefix('f_')}": ("toy_gan", f"model.loss={name}") for name in F_DIVERGENCES},
+    # the lectures' objectives and tricks, each one override of the gan variant (tests/test_objectives.py)
+    "rsgan": ("toy_gan", "model.loss=relativistic"),
+    "rasgan": ("toy_gan", "model.loss=relativistic_average"),
+    "ralsgan": ("toy_gan", "model.loss=relativistic_average_ls"),
+    "rahinge": ("toy_gan", "model.loss=relativistic_average_hinge"),
+    "unrolled5": ("toy_gan", "model.unroll_steps=5"),
+    "unrolled10": ("toy_gan", "model.unroll_steps=10"),
+    "feature_matching": ("toy_gan", "model.feature_matching=true"),
+    "minibatch_disc": ("toy_gan", "model.discriminator.minibatch_kernels=100"),
+    "historical_avg": ("toy_gan", "model.historical_averaging=0.01"),
+    "label_smoothing": ("toy_gan", "model.label_smoothing=0.1"),
 }
 EQUAL_BUDGET = ("gan", "pacgan4", "lsgan", "wgan", "wgan_gp", "sngan")  # the default table
+OBJECTIVES = ("rsgan", "rasgan", "ralsgan", "rahinge", "unrolled5", "unrolled10", "feature_matching", "minibatch_disc",
+              "historical_avg", "label_smoothing")  # --variants objectives
 DATASETS = ("ring", "grid")
 EVAL_SEED = 10_000  # evaluation samples come from seed EVAL_SEED + run seed, never from the training stream
 # (modes, % high quality) as published; reverse KL is not in the guide's copy of the tables
@@ -241,8 +255,9 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variants", nargs="+", default=list(EQUAL_BUDGET), choices=list(VARIANTS),
-                        help="default: the equal-budget variants (tuned, the recipe with its own budget, on request)")
+    parser.add_argument("--variants", nargs="+", default=list(EQUAL_BUDGET), choices=[*VARIANTS, "objectives"],
+                        help="default: the equal-budget variants (tuned, the recipe with its own budget, on request); "
+                             "objectives: the relativistic, unrolled and Improved GAN variants")
     parser.add_argument("--data", nargs="+", default=list(DATASETS), choices=DATASETS)
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per variant and dataset (default 5)")
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel, one CPU thread each (default 2)")
@@ -253,6 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work-dir", type=Path, default=REPO / "runs" / "toy_mode_collapse",
                         help="run directories (checkpoints, configs)")
     args = parser.parse_args(argv)
+    args.variants = [v for group in args.variants for v in (OBJECTIVES if group == "objectives" else [group])]
 
     args.out.mkdir(parents=True, exist_ok=True)
     jobs = [dict(variant=v, data=d, seed=s, work_dir=str(args.work_dir), overrides=args.set, scatter_seed=0,
