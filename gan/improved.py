@@ -7,7 +7,9 @@
 - historical averaging (3.3): each player's loss gains ||theta - (1/t) sum_i theta[i]||^2, the average kept on the
   device over the player's parameters after each of its steps (the initial ones counted first);
 - one-sided label smoothing (3.4): D's target for real data is 1 - smoothing, fakes keep 0;
-- virtual batch norm (3.5): not built (see docs/models.md).
+- virtual batch norm (3.5): G's batch-norm layers normalise each sample with the statistics of a reference batch of
+  latents, drawn once and kept (a checkpointed buffer), and of the sample itself (`VirtualBatchNorm`); the reference
+  batch goes through G with every batch, so its statistics follow G's current weights, as in the paper.
 """
 from __future__ import annotations
 
@@ -84,3 +86,53 @@ class HistoricalAverage(nn.Module):
         self.count += 1
         for p, mean in zip(self.tracked, self.means()):
             mean.add_((p - mean) / self.count)
+
+
+class VirtualBatchNorm(nn.Module):
+    """Batch norm over a reference batch and the sample (Salimans et al. 2016, 3.5). The input's first `reference`
+    rows are the reference batch: they are normalised with their own statistics (over the batch and, for maps, the
+    pixels); every other row x with the mixture (1 - c) stats(reference) + c stats(x), c = 1 / (reference + 1), of the
+    means and mean squares (openai/improved-gan's `new_coeff = 1. / (batch_size + 1.)`). The affine weight and bias
+    are those of the batch-norm layer it replaces."""
+
+    def __init__(self, norm: nn.modules.batchnorm._BatchNorm, reference: int):
+        super().__init__()
+        self.reference, self.eps = reference, norm.eps
+        self.weight, self.bias = norm.weight, norm.bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        pixels = tuple(range(2, x.dim()))
+        ref = x[:self.reference]
+        ref_mean, ref_sq = ref.mean((0, *pixels), keepdim=True), ref.square().mean((0, *pixels), keepdim=True)
+        own = x[self.reference:]
+        c = 1.0 / (self.reference + 1)
+        own_mean = (1 - c) * ref_mean + c * (own.mean(pixels, keepdim=True) if pixels else own)
+        own_sq = (1 - c) * ref_sq + c * (own.square().mean(pixels, keepdim=True) if pixels else own.square())
+        mean = torch.cat([ref_mean.expand_as(ref), own_mean.expand_as(own)])
+        var = torch.cat([(ref_sq - ref_mean.square()).expand_as(ref), (own_sq - own_mean.square()).expand_as(own)])
+        shape = (1, -1, *[1] * len(pixels))
+        out = (x - mean) * torch.rsqrt(var + self.eps)
+        if self.weight is not None:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out
+
+
+class VirtualBatchNormGenerator(nn.Module):
+    """G with its batch-norm layers made virtual: each call runs the fixed reference latents beside the batch (first)
+    and returns the batch's outputs only."""
+
+    def __init__(self, generator: nn.Module, reference_latents: Tensor):
+        super().__init__()
+        norms = [(parent, name, child) for parent in generator.modules() for name, child in parent.named_children()
+                 if isinstance(child, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            raise UserError(f"model.virtual_batch_norm replaces G's batch norm, but this G "
+                            f"({type(generator).__name__}) has none. Use a G with batch norm (model.arch=dcgan), or "
+                            f"model.virtual_batch_norm=0.")
+        for parent, name, child in norms:
+            setattr(parent, name, VirtualBatchNorm(child, len(reference_latents)))
+        self.generator = generator
+        self.register_buffer("reference_latents", reference_latents)
+
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.generator(torch.cat([self.reference_latents.to(z), z]), y)[len(self.reference_latents):]

@@ -59,7 +59,8 @@ CASES |= {"dcgan+diffaugment": [*CASES["dcgan"], "model.augment=diffaugment"],
           "gan+unrolled+improved": [*CASES["gan"], "model.unroll_steps=2", "model.historical_averaging=0.1",
                                     "model.discriminator.minibatch_kernels=8", "model.label_smoothing=0.1"],
           "gan+relativistic": [*CASES["gan"], "model.loss=relativistic_average"],
-          "gan+feature_matching": [*CASES["gan"], "model.feature_matching=true"]}
+          "gan+feature_matching": [*CASES["gan"], "model.feature_matching=true"],
+          "dcgan+virtual_batch_norm": [*CASES["dcgan"], "model.virtual_batch_norm=8"]}
 
 
 def test_every_model_is_counted():

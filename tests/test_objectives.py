@@ -14,8 +14,8 @@ from torch import nn
 
 from conftest import assert_same, compose_config, final_state
 from gan.errors import UserError
-from gan.improved import (HistoricalAverage, check_feature_matching, feature_matching_loss, one_sided_smoothing,
-                          smoothed_d)
+from gan.improved import (HistoricalAverage, VirtualBatchNorm, check_feature_matching, feature_matching_loss,
+                          one_sided_smoothing, smoothed_d)
 from gan.losses import LOSSES
 from gan.nets.conditioning import MinibatchDiscrimination
 from gan.nets.mlp import MLPDiscriminator
@@ -45,6 +45,7 @@ def test_relativistic_g_loss_judges_the_real_minibatch(tmp_path):
     (["model=gan", "data=ring", "model.loss=wasserstein", "model.label_smoothing=0.1"], "has none"),
     (["model=gan", "data=ring", "model.feature_matching=true", "model.unroll_steps=5"], "would have no effect"),
     (["model=cgan", "model.discriminator.minibatch_kernels=10"], "for an unconditional D"),
+    (["model=cgan", "model.arch=dcgan", "model.virtual_batch_norm=16"], "G of an unconditional GAN"),
 ])
 def test_options_that_do_not_apply_are_refused_in_one_paragraph(tmp_path, overrides, says):
     with pytest.raises(Exception) as error:
@@ -179,6 +180,38 @@ def test_feature_matching_reads_what_ds_head_reads(tmp_path):
     loss = module.generator_loss({"x": torch.randn(8, 2)})
     real_features, fake_features = heads
     assert loss.item() == pytest.approx(feature_matching_loss(real_features, fake_features).item())
+
+
+def test_virtual_batch_norm_mixes_the_reference_statistics_with_the_samples_own():
+    """Reference rows 1 and 3 (mean 2, mean square 5): normalised by themselves to -1 and 1. A sample 5, c = 1/3:
+    mean 2/3 * 2 + 1/3 * 5 = 3, mean square 2/3 * 5 + 1/3 * 25 = 35/3, variance 35/3 - 9 = 8/3."""
+    norm = VirtualBatchNorm(nn.BatchNorm1d(1, eps=0.0), reference=2)
+    out = norm(torch.tensor([[1.0], [3.0], [5.0]]))
+    assert out.flatten().tolist() == pytest.approx([-1.0, 1.0, 2 / math.sqrt(8 / 3)], rel=1e-6)
+
+
+def test_virtual_batch_norm_makes_each_sample_independent_of_its_batch(tmp_path):
+    cfg = compose_config(tmp_path, "model=dcgan", "model.generator.dcgan.width=8", "model.discriminator.dcgan.width=8",
+                         "model.virtual_batch_norm=16")
+    g = instantiate(cfg.model).generator
+    z = torch.randn(5, g.reference_latents.shape[1])
+    alone, together = g(z[:1]), g(z)[:1]  # train mode: plain batch norm would differ here
+    torch.testing.assert_close(alone, together)
+    with pytest.raises(Exception, match="has none"):
+        instantiate(compose_config(tmp_path, "model=gan", "data=ring", "model.virtual_batch_norm=16").model)
+
+
+def test_virtual_batch_norm_trains_and_resumes_exactly(tmp_path):
+    args = ["model=dcgan", "model.generator.dcgan.width=8", "model.discriminator.dcgan.width=8", "data.image_size=8",
+            "data.batch_size=16", "model.virtual_batch_norm=16", "callbacks.checkpoint.every_g_iters=3"]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    train(compose_config(whole, *args, "g_iters=5"))
+    train(compose_config(parts, *args, "g_iters=3"))
+    train(OmegaConf.merge(compose_config(parts, *args, "g_iters=5"),
+                          {"resume": str(parts / "checkpoints" / "last.ckpt")}), ["g_iters=5"])
+    state = final_state(whole)
+    assert "generator.reference_latents" in state["state_dict"]
+    assert_same(state, final_state(parts))
 
 
 # ---------------------------------------------------------------- training and exact resume

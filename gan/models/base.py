@@ -22,8 +22,8 @@ from torch import Tensor, nn
 from gan.augment import AdaptiveAugment, make_augment
 from gan.errors import UserError, check_betas, non_negative, positive_float, positive_int
 from gan.losses import get_loss, get_regularizer
-from gan.improved import (HistoricalAverage, check_feature_matching, feature_matching_loss, head_input,
-                          one_sided_smoothing)
+from gan.improved import (HistoricalAverage, VirtualBatchNormGenerator, check_feature_matching,
+                          feature_matching_loss, head_input, one_sided_smoothing)
 from gan.models.core import AdversarialModule, Batch, Phase, Player, flag, lr_schedule
 from gan.unrolled import check_unrollable, unrolled_parameters
 
@@ -75,6 +75,7 @@ class GANModule(AdversarialModule):
         feature_matching: bool = False,
         historical_averaging: float = 0.0,
         label_smoothing: float = 0.0,
+        virtual_batch_norm: int = 0,
         pack: int = 1,
         g_batch_multiple: int = 1,
         ema_decay: float | None = None,
@@ -95,6 +96,8 @@ class GANModule(AdversarialModule):
     ):
         super().__init__(seed=seed, log_every=log_every,
                          compile=compile, compile_mode=compile_mode, channels_last=channels_last)
+        if virtual_batch_norm:
+            generator = self.virtual_batch_norm(generator, virtual_batch_norm, latent_dim, conditioning)
         self.generator, self.discriminator = generator, discriminator
         self.name, self.arch, self.latent_dim = name, arch, positive_int("model.latent_dim", latent_dim)
         self.loss = one_sided_smoothing(get_loss(loss), label_smoothing)
@@ -137,6 +140,19 @@ class GANModule(AdversarialModule):
              Player("discriminator", ("discriminator",), d_optimizer, positive_float("model.d_lr", d_lr), betas,
                     lr_factor=decay)],
             phases)
+
+    def virtual_batch_norm(self, generator: nn.Module, reference: int, latent_dim: int,
+                           conditioning: str) -> nn.Module:
+        """Improved GAN's virtual batch norm in G: `reference` latents N(0, I), drawn once from the run's seed (a
+        generator of their own, so the module's stream is unchanged) and checkpointed with G."""
+        reference = positive_int("model.virtual_batch_norm", reference)
+        if conditioning != "none" or not self.shared_g_loss:
+            raise UserError(f"model.virtual_batch_norm={reference} normalises the noise -> image G of an "
+                            f"unconditional GAN against a fixed batch of reference latents; {type(self).__name__} "
+                            f"with model.conditioning={conditioning} has other inputs. Use it with model=dcgan (or "
+                            f"another unconditional model whose G has batch norm), or set model.virtual_batch_norm=0.")
+        latents = torch.randn(reference, latent_dim, generator=torch.Generator().manual_seed(self.seed + 1))
+        return VirtualBatchNormGenerator(generator, latents)
 
     @property
     def kind(self) -> str:

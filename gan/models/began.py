@@ -73,14 +73,15 @@ def check_fraction(key: str, value, low_open: bool, meaning: str) -> float:
 class BEGAN(GANModule):
     def __init__(self, *args, gamma: float, lambda_k: float, k_0: float, loss: str, regularizer: str | None,
                  pack: int, conditioning: str, n_critic: int, augment: str, unroll_steps: int, feature_matching: bool,
-                 historical_averaging: float, label_smoothing: float, **kwargs):
+                 historical_averaging: float, label_smoothing: float, virtual_batch_norm: int, **kwargs):
         given = {"loss": loss, "regularizer": "none" if regularizer in (None, "none", "null") else regularizer,
                  "pack": pack, "conditioning": conditioning, "n_critic": n_critic, "augment": augment,
                  "unroll_steps": unroll_steps, "feature_matching": feature_matching,
-                 "historical_averaging": historical_averaging, "label_smoothing": label_smoothing}
+                 "historical_averaging": historical_averaging, "label_smoothing": label_smoothing,
+                 "virtual_batch_norm": virtual_batch_norm}
         honoured = {"loss": "began", "regularizer": "none", "pack": 1, "conditioning": "none", "n_critic": 1,
                     "augment": "none", "unroll_steps": 0, "feature_matching": False, "historical_averaging": 0,
-                    "label_smoothing": 0}
+                    "label_smoothing": 0, "virtual_batch_norm": 0}
         refused = [f"model.{key}={given[key]}" for key in honoured if given[key] != honoured[key]]
         if refused:
             raise UserError(f"model=began does not honour {', '.join(refused)}: its D is an autoencoder trained on "
@@ -88,7 +89,7 @@ class BEGAN(GANModule):
                             f"iteration, on single unconditional images without augmentation, unrolling or "
                             f"Improved GAN's options (model.loss=began, regularizer=none, pack=1, conditioning=none, "
                             f"n_critic=1, augment=none, unroll_steps=0, feature_matching=false, "
-                            f"historical_averaging=0, label_smoothing=0). Remove the "
+                            f"historical_averaging=0, label_smoothing=0, virtual_batch_norm=0). Remove the "
                             f"override, or use a model that has the option (model=dcgan, wgan_gp, sngan, ...).")
         super().__init__(*args, regularizer=regularizer, pack=pack, conditioning=conditioning, n_critic=n_critic,
                          augment=augment, **kwargs)
