@@ -21,6 +21,7 @@ both, and each side runs at two lengths N1 < N2:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -72,7 +73,8 @@ def plain(g_iters: int, overrides: list[str]) -> dict:
     data, labels = split.data.to(device), split.labels.to(device) if module.conditional else None
     batch, latent, classes = dm.batch_size, module.latent_dim, module.num_classes
     penalty, weight, every = module.regularizer, module.reg_weight, module.reg_every
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=str(cfg.trainer.precision) == "bf16-mixed")
+    bf16 = str(cfg.trainer.precision) == "bf16-mixed"  # else no autocast context at all: the plain loop stays lean
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     order_rng = torch.Generator().manual_seed(cfg.seed)
     order = torch.empty(0, dtype=torch.long)
 
