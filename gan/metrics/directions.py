@@ -17,6 +17,8 @@ HIGHER_IS_BETTER = {
     "psnr_y": True, "ssim_y": True,
     # latent codes (InfoGAN, gan.kinds.latent_codes): code vs class accuracy; the mutual-information lower bounds
     "code_accuracy": True, "mi_categorical": True, "mi_continuous": True,
+    # encoders (BiGAN, ALI, gan.kinds.inference): linear-probe accuracy on E(x); reconstruction error |x - G(E(x))|
+    "probe_accuracy": True, "recon_l1": False,
     # text-to-image caption consistency (gan.metrics.captions): judges find the caption's words in the image
     "thickness_accuracy": True, "slant_accuracy": True, "size_accuracy": True, "heldout_class_accuracy": True,
     "heldout_thickness_accuracy": True, "heldout_slant_accuracy": True, "heldout_size_accuracy": True,
