@@ -102,7 +102,7 @@ def test_wgan_clips_every_critic_weight_and_uses_rmsprop(tmp_path):
 def test_acgan_trains_the_auxiliary_classifier_on_real_and_fake():
     torch.manual_seed(0)
     G = generator("mlp", [2], latent_dim=4, num_classes=3, conditioning="acgan", mlp={"hidden": 16, "depth": 1})
-    D = discriminator("mlp", [2], norm="none", pack=1, num_classes=3, conditioning="acgan",
+    D = discriminator("mlp", [2], norm="none", pack=1, num_classes=3, conditioning="acgan", minibatch_kernels=0,
                       mlp={"hidden": 16, "depth": 1})
     module = ACGAN(generator=G, discriminator=D, g_optimizer=None, d_optimizer=None,
                    **{**model_settings("acgan"), "latent_dim": 4, "num_classes": 3})
@@ -121,7 +121,7 @@ def test_acgan_trains_the_auxiliary_classifier_on_real_and_fake():
 def test_spectral_norm_bounds_the_largest_singular_value_of_every_layer(arch):
     torch.manual_seed(0)
     shape = [2] if arch == "mlp" else [3, 16, 16]
-    D = discriminator(arch, shape, norm="spectral", pack=1, num_classes=None, conditioning="none",
+    D = discriminator(arch, shape, norm="spectral", pack=1, num_classes=None, conditioning="none", minibatch_kernels=0,
                       **{arch: {"hidden": 32, "depth": 3} if arch == "mlp" else
                          {"width": 8, "pooling": "sum", "output_bias": False} if arch == "resnet" else {"width": 8}})
     layers = [m for m in D.modules() if hasattr(m, "parametrizations")]
@@ -139,7 +139,7 @@ def test_spectral_norm_bounds_the_largest_singular_value_of_every_layer(arch):
 
 def test_spectrally_normalised_mlp_critic_is_1_lipschitz():
     torch.manual_seed(0)
-    D = discriminator("mlp", [2], norm="spectral", pack=1, num_classes=None, conditioning="none",
+    D = discriminator("mlp", [2], norm="spectral", pack=1, num_classes=None, conditioning="none", minibatch_kernels=0,
                       mlp={"hidden": 64, "depth": 3})
     for _ in range(30):
         D(torch.randn(8, 2))
@@ -233,6 +233,11 @@ PAPERS = {  # model: (module class, G, D, loss, regulariser, weight, n_critic, o
     "projection": ("GANModule", "ResNetGenerator", "ResNetDiscriminator", "hinge", None, 0.0, 5, "Adam", 2e-4, 2e-4, (0.0, 0.9), "spectral"),
     # openai/InfoGAN run_mnist_exp.py: `generator_learning_rate=1e-3, discriminator_learning_rate=2e-4`, beta1 0.5
     "infogan": ("InfoGAN", "InfoGANGenerator", "InfoGANDiscriminator", "non_saturating", None, 0.0, 1, "Adam", 1e-3, 2e-4, (0.5, 0.999), "batch"),
+    # jeffdonahue/bigan train_gan.py: `--learning_rate 0.0002`, `--momentum 0.5`; IshmaelBelghazi/ALI: 1e-4, beta1 0.5
+    "bigan": ("BiGAN", "Generator", "JointDiscriminator", "non_saturating", None, 0.0, 1, "Adam", 2e-4, 2e-4, (0.5, 0.999), "none"),
+    "ali": ("BiGAN", "Generator", "JointDiscriminator", "non_saturating", None, 0.0, 1, "Adam", 1e-4, 1e-4, (0.5, 0.999), "none"),
+    # Berthelot et al. 2017 section 4: Adam lr 1e-4; betas from carpedm20/BEGAN-tensorflow config.py (not in the paper)
+    "began": ("BEGAN", "BEGANGenerator", "BEGANDiscriminator", "began", None, 0.0, 1, "Adam", 1e-4, 1e-4, (0.5, 0.999), "none"),
 }
 CONDITIONING = {"cgan": "concat", "acgan": "acgan", "projection": "projection"}
 
