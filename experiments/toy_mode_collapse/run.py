@@ -62,10 +62,12 @@ VARIANTS = {
     "minibatch_disc": ("toy_gan", "model.discriminator.minibatch_kernels=100"),
     "historical_avg": ("toy_gan", "model.historical_averaging=0.01"),
     "label_smoothing": ("toy_gan", "model.label_smoothing=0.1"),
+    "ali": "toy_ali",  # BiGAN/ALI: an encoder player and a D of (x, z) pairs
+    "bigan": "toy_bigan",
 }
 EQUAL_BUDGET = ("gan", "pacgan4", "lsgan", "wgan", "wgan_gp", "sngan")  # the default table
 OBJECTIVES = ("rsgan", "rasgan", "ralsgan", "rahinge", "unrolled5", "unrolled10", "feature_matching", "minibatch_disc",
-              "historical_avg", "label_smoothing")  # --variants objectives
+              "historical_avg", "label_smoothing", "ali", "bigan")  # --variants objectives
 DATASETS = ("ring", "grid")
 EVAL_SEED = 10_000  # evaluation samples come from seed EVAL_SEED + run seed, never from the training stream
 # (modes, % high quality) as published; reverse KL is not in the guide's copy of the tables
