@@ -128,13 +128,16 @@ def test_submitit_job_told_to_stop_is_requeued_and_ends_like_an_uninterrupted_ru
 
 
 def test_submitit_job_at_its_time_limit_is_requeued_and_ends_like_an_uninterrupted_run(tmp_path, slurm):
-    """A real time limit: 1 minute, with submitit's USR2 asked for 30 s before it (Slurm checks time limits every 30 s
-    or so, so the signal comes 30 to 60 s into the job). The run needs about 90 s of training here, more than one job
-    has: each job of the chain trains until its signal, and the last one completes the run."""
-    sweep, args = tmp_path / "sweep", ["g_iters=3000", "model.log_every=10", "callbacks.checkpoint.every_g_iters=500"]
+    """A real time limit: 2 minutes, with submitit's USR2 asked for 60 s before it. Slurm 22.05 sends the warning at
+    the first of its time-limit checks (every 30 s) that finds at most the delay + 30 s left, so the signal comes 30 to
+    60 s into each job: after the run has installed its handlers (a signal in a job's first seconds, before that, is
+    caught by submitit, which does not requeue; a 1-minute limit with a 30 s delay made that happen here). The run
+    needs about 2 minutes of training, more than one job gets: each job of the chain trains until its signal, and the
+    last one completes the run."""
+    sweep, args = tmp_path / "sweep", ["g_iters=6000", "model.log_every=10", "callbacks.checkpoint.every_g_iters=1000"]
     with requeued_jobs_start_at_once():
         proc = gan_run_popen("-m", *SUBMITIT, *RUN, *DDP, *args, "logger=none", "hydra.launcher.name=limit",
-                             "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=30",
+                             "hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=60",
                              f"hydra.sweep.dir={sweep}", cwd=tmp_path)
         job = job_named("limit")
         out, err = proc.communicate(timeout=1200)
@@ -142,9 +145,9 @@ def test_submitit_job_at_its_time_limit_is_requeued_and_ends_like_an_uninterrupt
     assert restarts(job) >= 1
     run, = (p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
-    assert logged_iterations(run) == list(range(10, 3001, 10))
+    assert logged_iterations(run) == list(range(10, 6001, 10))
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
-        *(f"g{i:06d}.ckpt" for i in range(500, 3001, 500)), "last.ckpt"]
+        *(f"g{i:06d}.ckpt" for i in range(1000, 6001, 1000)), "last.ckpt"]
     whole = uninterrupted_ddp(tmp_path, *args)
     assert_same(final_state(whole), final_state(run))
     print(f"{restarts(job)} requeues at the time limit; largest weight difference vs uninterrupted: "
