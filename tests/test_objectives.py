@@ -201,17 +201,24 @@ def test_virtual_batch_norm_makes_each_sample_independent_of_its_batch(tmp_path)
         instantiate(compose_config(tmp_path, "model=gan", "data=ring", "model.virtual_batch_norm=16").model)
 
 
-def test_virtual_batch_norm_trains_and_resumes_exactly(tmp_path):
-    args = ["model=dcgan", "model.generator.dcgan.width=8", "model.discriminator.dcgan.width=8", "data.image_size=8",
-            "data.batch_size=16", "model.virtual_batch_norm=16", "callbacks.checkpoint.every_g_iters=3"]
+def resumed_exactly(tmp_path, args: list[str]) -> dict:
+    """5 iterations straight, and 3 then resumed to 5: the same final state (returned)."""
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     train(compose_config(whole, *args, "g_iters=5"))
     train(compose_config(parts, *args, "g_iters=3"))
     train(OmegaConf.merge(compose_config(parts, *args, "g_iters=5"),
                           {"resume": str(parts / "checkpoints" / "last.ckpt")}), ["g_iters=5"])
     state = final_state(whole)
-    assert "generator.reference_latents" in state["state_dict"]
+    assert state["progress"]["g_iter"] == 5
     assert_same(state, final_state(parts))
+    return state
+
+
+def test_virtual_batch_norm_trains_and_resumes_exactly(tmp_path):
+    state = resumed_exactly(tmp_path, ["model=dcgan", "model.generator.dcgan.width=8", "model.discriminator.dcgan.width=8",
+                                       "data.image_size=8", "data.batch_size=16", "model.virtual_batch_norm=16",
+                                       "callbacks.checkpoint.every_g_iters=3"])
+    assert "generator.reference_latents" in state["state_dict"]
 
 
 # ---------------------------------------------------------------- training and exact resume
@@ -228,13 +235,6 @@ def test_options_train_and_resume_exactly(tmp_path, name):
     args = ["model=gan", "data=ring", "data.batch_size=32", "model.generator.mlp.hidden=16",
             "model.discriminator.mlp.hidden=16", "model.log_every=1", "callbacks.checkpoint.every_g_iters=3",
             *RESUMED[name]]
-    whole, parts = tmp_path / "whole", tmp_path / "parts"
-    train(compose_config(whole, *args, "g_iters=5"))
-    train(compose_config(parts, *args, "g_iters=3"))
-    train(OmegaConf.merge(compose_config(parts, *args, "g_iters=5"),
-                          {"resume": str(parts / "checkpoints" / "last.ckpt")}), ["g_iters=5"])
-    state = final_state(whole)
-    assert state["progress"]["g_iter"] == 5
+    state = resumed_exactly(tmp_path, args)
     if "historical_averaging=0.1" in " ".join(args):
         assert state["state_dict"]["historical.generator.count"].item() == 6  # the initial weights + 5 steps
-    assert_same(state, final_state(parts))
