@@ -280,8 +280,9 @@ class GANModule(AdversarialModule):
             return self.adversarial_g_loss(fake, y_fake)
         real, y_real = self.real_data(batch)
         if self.feature_matching:  # Improved GAN: G matches the mean of D's features on real data
-            return feature_matching_loss(head_input(self.discriminator, lambda: self.critic(real, y_real)),
-                                         head_input(self.discriminator, lambda: self.critic(fake, y_fake)))
+            with torch.no_grad():  # the real side is a target: no graph for it
+                real_features = head_input(self.discriminator, lambda: self.critic(real, y_real))
+            return feature_matching_loss(real_features, head_input(self.discriminator, lambda: self.critic(fake, y_fake)))
         critic = self.unrolled_critic(real, y_real, fake, y_fake) if self.unroll_steps else self.critic
         if self.loss.relativistic:  # D judges the iteration's real minibatch too (no gradient reaches real data)
             return self.loss.g(critic(fake, y_fake), critic(real, y_real))
