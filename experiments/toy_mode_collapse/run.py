@@ -110,12 +110,26 @@ def run_one(job: dict) -> dict:
                  *job["overrides"]]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
+    if job["reuse"] and finished(run_dir, cfg):
+        return score(job, run_dir, None)
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "train.log", "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         started = time.perf_counter()
         train(cfg)
         seconds = time.perf_counter() - started
     return score(job, run_dir, seconds)
+
+
+def finished(run_dir: Path, cfg) -> bool:
+    """Whether run_dir holds a completed run of exactly this config (--reuse scores it instead of training again)."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    summary, saved = run_dir / "summary.json", run_dir / "config.yaml"
+    if not (summary.is_file() and saved.is_file()) or json.loads(summary.read_text()).get("status") != "completed":
+        return False
+    return OmegaConf.to_container(OmegaConf.load(saved)) == OmegaConf.to_container(cfg, resolve=True)
 
 
 def run_process(job: dict, run_dir: Path) -> dict:
@@ -268,6 +282,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel, one CPU thread each (default 2)")
     parser.add_argument("--process", action="store_true",
                         help="run each job as a whole `python -m gan.run` process and record its wall time")
+    parser.add_argument("--reuse", action="store_true",
+                        help="score the completed runs already in --work-dir whose config is this job's, train the rest")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra config overrides, all runs")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="table, CSVs and PNGs go here")
     parser.add_argument("--work-dir", type=Path, default=REPO / "runs" / "toy_mode_collapse",
@@ -277,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     jobs = [dict(variant=v, data=d, seed=s, work_dir=str(args.work_dir), overrides=args.set, scatter_seed=0,
-                 process=args.process)
+                 process=args.process, reuse=args.reuse)
             for s in range(args.seeds) for v in args.variants for d in args.data]
     started = time.perf_counter()
     rows = []
