@@ -1,0 +1,111 @@
+"""The lectures' objectives and tricks on the embedded digits: each one override of the default DCGAN run, or one model.
+
+Every row trains on `data=digits` (16 px) for the same number of generator iterations (train.yaml's 2,000) with its
+checkpoint selected on the validation split, and reports the test split with fresh samples (`eval.json`): FID and
+classifier score on the digits classifier's features, precision/recall, beside the same metrics on real held-out
+digits (`ref_real/...`: the ceiling) and the plain DCGAN row (the baseline every option changes one thing of).
+
+    python experiments/objectives_digits/run.py [--rows dcgan rasgan ...] [--seed 0] [--out DIR]
+
+A run whose eval.json exists is not repeated, so an interrupted study continues where it stopped. Each run is the
+whole `python -m gan.run` process, timed from outside (wall_times.json). The table goes to results.md, gan.compare's
+table to results.txt and its report to report.html.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+
+DCGAN = ["model=dcgan", "data=digits"]
+# row: overrides (each the DCGAN default run plus the one option the row is about, or a model of its own)
+ROWS = {
+    "dcgan": DCGAN,  # the baseline: the non-saturating DCGAN
+    "rsgan": [*DCGAN, "model.loss=relativistic"],
+    "rasgan": [*DCGAN, "model.loss=relativistic_average"],
+    "ralsgan": [*DCGAN, "model.loss=relativistic_average_ls"],
+    "rahinge": [*DCGAN, "model.loss=relativistic_average_hinge"],
+    "unrolled5": [*DCGAN, "model.unroll_steps=5"],
+    "feature_matching": [*DCGAN, "model.feature_matching=true"],
+    "minibatch_disc": [*DCGAN, "model.discriminator.minibatch_kernels=100"],  # Improved GAN's B = 100, C = 5
+    "historical_avg": [*DCGAN, "model.historical_averaging=0.01"],
+    "label_smoothing": [*DCGAN, "model.label_smoothing=0.1"],
+    "virtual_batch_norm": [*DCGAN, "model.virtual_batch_norm=64"],
+    "began": ["model=began", "data=digits"],
+    "bigan": ["model=bigan", "data=digits"],
+    "ali": ["model=ali", "data=digits"],
+}
+METRICS = [("fid", "FID", 1), ("is", "classifier score", 2), ("precision", "precision", 2), ("recall", "recall", 2)]
+
+
+def run_dir(out: Path, row: str, seed: int) -> Path:
+    return out / "runs" / row / f"s{seed}"
+
+
+def train(directory: Path, overrides: list[str]) -> float:
+    """One `python -m gan.run`; returns its wall time in seconds."""
+    command = [sys.executable, "-m", "gan.run", *overrides, f"hydra.run.dir={directory}"]
+    print("$", " ".join(command), flush=True)
+    started = time.time()
+    subprocess.run(command, cwd=REPO, check=True, env={**os.environ, "WANDB_MODE": "offline"},
+                   stdout=subprocess.DEVNULL)
+    return time.time() - started
+
+
+def table(out: Path, rows: list[str], seed: int, seconds: dict) -> str:
+    header = " | ".join(label for _, label, _ in METRICS)
+    lines = [f"| row | {header} | probe accuracy | whole process |", "|---" * (len(METRICS) + 3) + "|"]
+    real = None
+    for row in rows:
+        path = run_dir(out, row, seed) / "eval.json"
+        if not path.is_file():
+            continue
+        values = json.loads(path.read_text())["values"]
+        real = real or values
+        cells = [f"{values[key]:.{digits}f}" if key in values else "-" for key, _, digits in METRICS]
+        probe = f"{values['probe_accuracy']:.3f}" if "probe_accuracy" in values else "-"
+        wall = seconds.get(str(run_dir(out, row, seed).relative_to(out)))
+        lines.append(f"| {row} | " + " | ".join(cells) + f" | {probe} | " + (f"{wall:.0f} s |" if wall else "- |"))
+    if real is not None:  # every run scores the same real test digits against the training split's
+        cells = [f"{real[f'ref_real/{key}']:.{digits}f}" if f"ref_real/{key}" in real else "-"
+                 for key, _, digits in METRICS]
+        lines.append("| real held-out digits (ceiling) | " + " | ".join(cells) + " | | |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=HERE)
+    args = parser.parse_args()
+    out = args.out.resolve()
+    times = out / "wall_times.json"  # seconds per run (whole process), over every call of the study
+    seconds = json.loads(times.read_text()) if times.is_file() else {}
+    for row in args.rows:
+        directory = run_dir(out, row, args.seed)
+        if (directory / "eval.json").is_file():
+            continue
+        seconds[str(directory.relative_to(out))] = train(directory, [*ROWS[row], "logger=none", f"seed={args.seed}"])
+        times.write_text(json.dumps(seconds, indent=1) + "\n")
+    report = (f"Test split, checkpoint selected on val, seed {args.seed}, 2,000 generator iterations; digits "
+              f"classifier features (experiments/objectives_digits/run.py ROWS).\n\n"
+              + table(out, args.rows, args.seed, seconds))
+    (out / "results.md").write_text(report + "\n")
+    finished = [str(run_dir(out, row, args.seed)) for row in args.rows
+                if (run_dir(out, row, args.seed) / "eval.json").is_file()]
+    with open(out / "results.txt", "w") as compare_out:
+        subprocess.run([sys.executable, "-m", "gan.compare", *finished, "--metric", "fid",
+                        "--out", str(out / "report.html")], cwd=REPO, check=True, stdout=compare_out)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
