@@ -5,6 +5,7 @@
     python experiments/toy_mode_collapse/run.py --variants tuned --jobs 1 --process --out results/tuned
     python experiments/toy_mode_collapse/run.py --variants gan fgan_pearson fgan_kl --data ring --seeds 1
     python experiments/toy_mode_collapse/run.py --variants objectives --out results/objectives
+    python experiments/toy_mode_collapse/run.py --variants objectives --out results/objectives --reuse  # finish it
 
 Each run is the framework's own training (`gan.train.train` on the composed config `experiment=toy_<variant>`,
 logger=none, no in-training evaluation); the weights at the end of training (no checkpoint selection) then draw
@@ -116,6 +117,10 @@ def run_one(job: dict) -> dict:
         cfg = compose("train", overrides=overrides)
     if job["reuse"] and finished(run_dir, cfg):
         return score(job, run_dir, None)
+    if (run_dir / "checkpoints" / "last.ckpt").is_file():
+        raise RuntimeError(f"{run_dir} already holds a run that is unfinished or of another config (--set, code "
+                           f"defaults), so it is neither scored nor overwritten. Delete that directory to train the "
+                           f"run again, or pass another --work-dir.")
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "train.log", "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         started = time.perf_counter()
