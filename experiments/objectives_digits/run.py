@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
+sys.path.insert(0, str(REPO))
+
+from experiments.recipes.run import train_missing  # noqa: E402  (the same loop: skips runs with an eval.json)
 
 DCGAN = ["model=dcgan", "data=digits"]
 # row: overrides (each the DCGAN default run plus the one option the row is about, or a model of its own)
@@ -47,16 +48,6 @@ METRICS = [("fid", "FID", 1), ("is", "classifier score", 2), ("precision", "prec
 
 def run_dir(out: Path, row: str, seed: int) -> Path:
     return out / "runs" / row / f"s{seed}"
-
-
-def train(directory: Path, overrides: list[str]) -> float:
-    """One `python -m gan.run`; returns its wall time in seconds."""
-    command = [sys.executable, "-m", "gan.run", *overrides, f"hydra.run.dir={directory}"]
-    print("$", " ".join(command), flush=True)
-    started = time.time()
-    subprocess.run(command, cwd=REPO, check=True, env={**os.environ, "WANDB_MODE": "offline"},
-                   stdout=subprocess.DEVNULL)
-    return time.time() - started
 
 
 def table(out: Path, rows: list[str], seed: int, seconds: dict) -> str:
@@ -87,14 +78,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE)
     args = parser.parse_args()
     out = args.out.resolve()
-    times = out / "wall_times.json"  # seconds per run (whole process), over every call of the study
-    seconds = json.loads(times.read_text()) if times.is_file() else {}
-    for row in args.rows:
-        directory = run_dir(out, row, args.seed)
-        if (directory / "eval.json").is_file():
-            continue
-        seconds[str(directory.relative_to(out))] = train(directory, [*ROWS[row], "logger=none", f"seed={args.seed}"])
-        times.write_text(json.dumps(seconds, indent=1) + "\n")
+    seconds = train_missing(out, {run_dir(out, row, args.seed): [*ROWS[row], "logger=none", f"seed={args.seed}"]
+                                  for row in args.rows})
     report = (f"Test split, checkpoint selected on val, seed {args.seed}, 2,000 generator iterations; digits "
               f"classifier features (experiments/objectives_digits/run.py ROWS).\n\n"
               + table(out, args.rows, args.seed, seconds))

@@ -73,6 +73,18 @@ def train(directory: Path, overrides: list[str]) -> float:
     return time.time() - started
 
 
+def train_missing(out: Path, runs: dict[Path, list[str]]) -> dict[str, float]:
+    """Train each run (directory -> overrides) that has no eval.json yet. Returns the whole-process wall times, in
+    seconds by directory relative to out, over every call of the study (kept in out/wall_times.json)."""
+    times = out / "wall_times.json"
+    seconds = json.loads(times.read_text()) if times.is_file() else {}
+    for directory, overrides in runs.items():
+        if not (directory / "eval.json").is_file():
+            seconds[str(directory.relative_to(out))] = train(directory, overrides)
+            times.write_text(json.dumps(seconds, indent=1) + "\n")
+    return seconds
+
+
 def cell(values: dict, key: str) -> str:
     value, real = values.get(key), values.get(f"ref_real/{key}")
     if value is None:
@@ -106,17 +118,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE)
     args = parser.parse_args()
     out = args.out.resolve()
-    times = out / "wall_times.json"  # seconds per run (whole process), over every call of the study
-    seconds = json.loads(times.read_text()) if times.is_file() else {}
-    for row in args.rows:
-        shared, previous, _ = ROWS[row]
-        for recipe, extra in (("reference", []), ("previous", previous)):
-            directory = run_dir(out, row, recipe, args.seed)
-            if (directory / "eval.json").is_file():
-                continue
-            seconds[str(directory.relative_to(out))] = train(
-                directory, [*shared, *extra, "logger=none", f"seed={args.seed}", f"tags=[{recipe}]"])
-            times.write_text(json.dumps(seconds, indent=1) + "\n")
+    seconds = train_missing(out, {
+        run_dir(out, row, recipe, args.seed): [*ROWS[row][0], *extra, "logger=none", f"seed={args.seed}",
+                                               f"tags=[{recipe}]"]
+        for row in args.rows for recipe, extra in (("reference", []), ("previous", ROWS[row][1]))})
     report = (f"Test split, checkpoint selected on val, seed {args.seed}; each row's two runs share every setting "
               f"but the recipe (experiments/recipes/run.py ROWS).\n\n" + table(out, args.seed, seconds))
     (out / "results.md").write_text(report + "\n")
