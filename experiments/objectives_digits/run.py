@@ -5,7 +5,7 @@ checkpoint selected on the validation split, and reports the test split with fre
 classifier score on the digits classifier's features, precision/recall, beside the same metrics on real held-out
 digits (`ref_real/...`: the ceiling) and the plain DCGAN row (the baseline every option changes one thing of).
 
-    python experiments/objectives_digits/run.py [--rows dcgan rasgan ...] [--seed 0] [--out DIR]
+    python experiments/objectives_digits/run.py [--rows dcgan rasgan ...] [--seeds 0 1] [--out DIR]
 
 A run whose eval.json exists is not repeated, so an interrupted study continues where it stopped. Each run is the
 whole `python -m gan.run` process, timed from outside (wall_times.json). The table goes to results.md, gan.compare's
@@ -50,20 +50,29 @@ def run_dir(out: Path, row: str, seed: int) -> Path:
     return out / "runs" / row / f"s{seed}"
 
 
-def table(out: Path, rows: list[str], seed: int, seconds: dict) -> str:
+def cell(values: list[float], digits: int) -> str:
+    """One seed's value, or the mean and the values of each seed."""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{sum(values) / len(values):.{digits}f} ({', '.join(f'{v:.{digits}f}' for v in values)})"
+
+
+def table(out: Path, rows: list[str], seeds: list[int], seconds: dict) -> str:
     header = " | ".join(label for _, label, _ in METRICS)
-    lines = [f"| row | {header} | probe accuracy | whole process |", "|---" * (len(METRICS) + 3) + "|"]
+    lines = [f"| row | {header} | probe accuracy | max whole process |", "|---" * (len(METRICS) + 3) + "|"]
     real = None
     for row in rows:
-        path = run_dir(out, row, seed) / "eval.json"
-        if not path.is_file():
+        done = [seed for seed in seeds if (run_dir(out, row, seed) / "eval.json").is_file()]
+        if not done:
             continue
-        values = json.loads(path.read_text())["values"]
-        real = real or values
-        cells = [f"{values[key]:.{digits}f}" if key in values else "-" for key, _, digits in METRICS]
-        probe = f"{values['probe_accuracy']:.3f}" if "probe_accuracy" in values else "-"
-        wall = seconds.get(str(run_dir(out, row, seed).relative_to(out)))
-        lines.append(f"| {row} | " + " | ".join(cells) + f" | {probe} | " + (f"{wall:.0f} s |" if wall else "- |"))
+        runs = [json.loads((run_dir(out, row, seed) / "eval.json").read_text())["values"] for seed in done]
+        real = real or runs[0]
+        cells = [cell([values[key] for values in runs], digits) if key in runs[0] else "-"
+                 for key, _, digits in METRICS]
+        probe = cell([values["probe_accuracy"] for values in runs], 3) if "probe_accuracy" in runs[0] else "-"
+        walls = [seconds.get(str(run_dir(out, row, seed).relative_to(out))) for seed in done]
+        wall = f"{max(walls):.0f} s" if all(walls) else "-"
+        lines.append(f"| {row} ({len(done)} seed{'s' * (len(done) > 1)}) | " + " | ".join(cells) + f" | {probe} | {wall} |")
     if real is not None:  # every run scores the same real test digits against the training split's
         cells = [f"{real[f'ref_real/{key}']:.{digits}f}" if f"ref_real/{key}" in real else "-"
                  for key, _, digits in METRICS]
@@ -74,18 +83,18 @@ def table(out: Path, rows: list[str], seed: int, seconds: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--out", type=Path, default=HERE)
     args = parser.parse_args()
     out = args.out.resolve()
-    seconds = train_missing(out, {run_dir(out, row, args.seed): [*ROWS[row], "logger=none", f"seed={args.seed}"]
-                                  for row in args.rows})
-    report = (f"Test split, checkpoint selected on val, seed {args.seed}, 2,000 generator iterations; digits "
-              f"classifier features (experiments/objectives_digits/run.py ROWS).\n\n"
-              + table(out, args.rows, args.seed, seconds))
+    seconds = train_missing(out, {run_dir(out, row, seed): [*ROWS[row], "logger=none", f"seed={seed}"]
+                                  for seed in args.seeds for row in args.rows})
+    report = (f"Test split, checkpoint selected on val, seeds {', '.join(map(str, args.seeds))}, 2,000 generator "
+              f"iterations; digits classifier features (experiments/objectives_digits/run.py ROWS). Several seeds: "
+              f"their mean, each seed's value in brackets.\n\n" + table(out, args.rows, args.seeds, seconds))
     (out / "results.md").write_text(report + "\n")
-    finished = [str(run_dir(out, row, args.seed)) for row in args.rows
-                if (run_dir(out, row, args.seed) / "eval.json").is_file()]
+    finished = [str(run_dir(out, row, seed)) for row in args.rows for seed in args.seeds
+                if (run_dir(out, row, seed) / "eval.json").is_file()]
     with open(out / "results.txt", "w") as compare_out:
         subprocess.run([sys.executable, "-m", "gan.compare", *finished, "--metric", "fid",
                         "--out", str(out / "report.html")], cwd=REPO, check=True, stdout=compare_out)
