@@ -116,7 +116,7 @@ def run_one(job: dict) -> dict:
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     if job["reuse"] and finished(run_dir, cfg):
-        return score(job, run_dir, None)
+        return score(job, run_dir, None) | {"reused": True}
     if (run_dir / "checkpoints" / "last.ckpt").is_file():
         raise RuntimeError(f"{run_dir} already holds a run that is unfinished or of another config (--set, code "
                            f"defaults), so it is neither scored nor overwritten. Delete that directory to train the "
@@ -315,13 +315,16 @@ def main(argv: list[str] | None = None) -> None:
                   f"{row['reverse_kl']:.3f}  ({row['train_s']:.0f}s"
                   + (f", {row['wall_s']:.0f}s wall" if "wall_s" in row else "") + f", {row['updates']} updates)", flush=True)
     table = summarise(rows, args.variants, args.data)
+    reused = sum(r.pop("reused", False) for r in rows)
     write_csv(args.out / "runs.csv", [{k: v for k, v in r.items() if k != "run_dir"} for r in rows])
     write_csv(args.out / "results.csv", table)
     text = markdown(table, args.data, args.seeds)
     (args.out / "results.md").write_text(
         "# Toy mode-collapse benchmark\n\n" + text +
         f"\nCommand: `python experiments/toy_mode_collapse/run.py {' '.join(argv or sys.argv[1:])}`; "
-        f"total wall time {time.perf_counter() - started:.0f} s with {args.jobs} parallel runs.\n")
+        f"total wall time {time.perf_counter() - started:.0f} s with {args.jobs} parallel runs"
+        + (f"; {reused} of the {len(rows)} runs were trained by an earlier call and only scored in this one (--reuse), "
+           f"their train s as they recorded it" if reused else "") + ".\n")
     for variant in args.variants:
         scatter(rows, variant, args.data, args.out / f"scatter_{variant}.png")
     print("\n" + text)
