@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO))
 
-from experiments.recipes.run import train_missing  # noqa: E402  (the same loop: skips runs with an eval.json)
+from experiments.recipes.run import compare, train_missing  # noqa: E402  (the recipes study's loop and report)
 
 DCGAN = ["model=dcgan", "data=digits"]
 # row: overrides (each the DCGAN default run plus the one option the row is about, or a model of its own)
@@ -96,9 +95,7 @@ def main() -> None:
     (out / "results.md").write_text(report + "\n")
     finished = [str(run_dir(out, row, seed)) for row in args.rows for seed in args.seeds
                 if (run_dir(out, row, seed) / "eval.json").is_file()]
-    with open(out / "results.txt", "w") as compare_out:
-        subprocess.run([sys.executable, "-m", "gan.compare", *finished, "--metric", "fid",
-                        "--out", str(out / "report.html")], cwd=REPO, check=True, stdout=compare_out)
+    compare(out, finished)
     print(report)
 
 

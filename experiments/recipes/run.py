@@ -85,6 +85,13 @@ def train_missing(out: Path, runs: dict[Path, list[str]]) -> dict[str, float]:
     return seconds
 
 
+def compare(out: Path, runs: list[str]) -> None:
+    """gan.compare's table of the runs to out/results.txt, its report to out/report.html (FID selects and ranks)."""
+    with open(out / "results.txt", "w") as compare_out:
+        subprocess.run([sys.executable, "-m", "gan.compare", *runs, "--metric", "fid", "--out", str(out / "report.html")],
+                       cwd=REPO, check=True, stdout=compare_out)
+
+
 def cell(values: dict, key: str) -> str:
     value, real = values.get(key), values.get(f"ref_real/{key}")
     if value is None:
@@ -129,9 +136,7 @@ def main() -> None:
     # (one dataset, one backbone); the translation and text rows are in the table above.
     image_runs = [str(path) for row, (_, _, metrics) in ROWS.items() if metrics is IMAGE_METRICS
                   for path in sorted((out / "runs" / row).glob("*/s*")) if (path / "eval.json").is_file()]
-    with open(out / "results.txt", "w") as compare_out:
-        subprocess.run([sys.executable, "-m", "gan.compare", *image_runs, "--metric", "fid",
-                        "--out", str(out / "report.html")], cwd=REPO, check=True, stdout=compare_out)
+    compare(out, image_runs)
     print(report)
 
 
