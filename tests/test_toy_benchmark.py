@@ -34,8 +34,10 @@ def test_reuse_scores_the_completed_runs_of_the_same_config_and_refuses_others(t
     assert [{k: r[k] for k in ("modes", "high_quality", "reverse_kl", "updates")} for r in again] == \
            [{k: r[k] for k in ("modes", "high_quality", "reverse_kl", "updates")} for r in first]
 
-    # another config (a longer run) is neither taken for the finished run nor trained over it
-    with pytest.raises(subprocess.CalledProcessError) as refused:
-        benchmark(*args[:-1], "trainer.max_steps=30", "--out", str(out / "longer"), "--reuse")
-    assert "unfinished or of another config" in refused.value.stderr.decode()
-    assert log.stat().st_mtime_ns == trained_at and not (out / "longer" / "runs.csv").exists()
+    # another config (a longer run) is neither taken for the finished run nor trained over it; without --reuse, the
+    # finished run is not trained over either, and the refusal says how to score it
+    for steps, reuse, says in (("30", ["--reuse"], "one of another config"), ("20", [], "--reuse scores it")):
+        with pytest.raises(subprocess.CalledProcessError) as refused:
+            benchmark(*args[:-1], f"trainer.max_steps={steps}", "--out", str(out / "refused"), *reuse)
+        assert says in refused.value.stderr.decode()
+        assert log.stat().st_mtime_ns == trained_at and not (out / "refused" / "runs.csv").exists()

@@ -118,9 +118,10 @@ def run_one(job: dict) -> dict:
     if job["reuse"] and finished(run_dir, cfg):
         return score(job, run_dir, None) | {"reused": True}
     if (run_dir / "checkpoints" / "last.ckpt").is_file():
-        raise RuntimeError(f"{run_dir} already holds a run that is unfinished or of another config (--set, code "
-                           f"defaults), so it is neither scored nor overwritten. Delete that directory to train the "
-                           f"run again, or pass another --work-dir.")
+        held = ("an unfinished run or one of another config (--set, code defaults)" if job["reuse"] else
+                "a run (--reuse scores it instead, if it is a completed run of this config)")
+        raise RuntimeError(f"{run_dir} already holds {held}, so it is neither scored nor overwritten. Delete that "
+                           f"directory to train the run again, or pass another --work-dir.")
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "train.log", "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         started = time.perf_counter()
