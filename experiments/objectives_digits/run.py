@@ -38,7 +38,7 @@ ROWS = {
     "historical_avg": [*DCGAN, "model.historical_averaging=0.01"],
     "label_smoothing": [*DCGAN, "model.label_smoothing=0.1"],
     "virtual_batch_norm": [*DCGAN, "model.virtual_batch_norm=64"],
-    # BEGAN at a CPU width: its default n = 64 maps (the paper's) trains 2,000 iterations in ~80 min here; 16 in ~5
+    # BEGAN at a CPU width: its default n = 64 maps (the paper's) ran 100 iterations in 237 s on shared cores (~80 min for 2,000); 16: 5-11 min
     "began": ["model=began", "data=digits", "model.generator.width=16", "model.discriminator.width=16"],
     "bigan": ["model=bigan", "data=digits"],
     "ali": ["model=ali", "data=digits"],
