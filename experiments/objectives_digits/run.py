@@ -38,7 +38,8 @@ ROWS = {
     "historical_avg": [*DCGAN, "model.historical_averaging=0.01"],
     "label_smoothing": [*DCGAN, "model.label_smoothing=0.1"],
     "virtual_batch_norm": [*DCGAN, "model.virtual_batch_norm=64"],
-    # BEGAN at a CPU width: its default n = 64 maps (the paper's) ran 100 iterations in 237 s on shared cores (~80 min for 2,000); 16: 5-11 min
+    # BEGAN at a CPU width: at its default (the paper's) n = 64 maps, 100 iterations took 237 s on shared cores (~80
+    # min for 2,000); at 16, a run takes 5-11 min
     "began": ["model=began", "data=digits", "model.generator.width=16", "model.discriminator.width=16"],
     "bigan": ["model=bigan", "data=digits"],
     "ali": ["model=ali", "data=digits"],
