@@ -73,7 +73,8 @@ def table(out: Path, rows: list[str], seeds: list[int], seconds: dict) -> str:
         probe = cell([values["probe_accuracy"] for values in runs], 3) if "probe_accuracy" in runs[0] else "-"
         walls = [seconds.get(str(run_dir(out, row, seed).relative_to(out))) for seed in done]
         wall = f"{max(walls):.0f} s" if all(walls) else "-"
-        lines.append(f"| {row} ({len(done)} seed{'s' * (len(done) > 1)}) | " + " | ".join(cells) + f" | {probe} | {wall} |")
+        label = f"{row} ({len(done)} seed{'s' * (len(done) > 1)})"
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {probe} | {wall} |")
     if real is not None:  # every run scores the same real test digits against the training split's
         cells = [f"{real[f'ref_real/{key}']:.{digits}f}" if f"ref_real/{key}" in real else "-"
                  for key, _, digits in METRICS]

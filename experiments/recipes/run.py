@@ -88,8 +88,8 @@ def train_missing(out: Path, runs: dict[Path, list[str]]) -> dict[str, float]:
 def compare(out: Path, runs: list[str]) -> None:
     """gan.compare's table of the runs to out/results.txt, its report to out/report.html (FID selects and ranks)."""
     with open(out / "results.txt", "w") as compare_out:
-        subprocess.run([sys.executable, "-m", "gan.compare", *runs, "--metric", "fid", "--out", str(out / "report.html")],
-                       cwd=REPO, check=True, stdout=compare_out)
+        subprocess.run([sys.executable, "-m", "gan.compare", *runs, "--metric", "fid",
+                        "--out", str(out / "report.html")], cwd=REPO, check=True, stdout=compare_out)
 
 
 def cell(values: dict, key: str) -> str:

@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--process", action="store_true",
                         help="run each job as a whole `python -m gan.run` process and record its wall time")
     parser.add_argument("--reuse", action="store_true",
-                        help="score the completed runs already in --work-dir whose config is this job's, train the rest")
+                        help="score the completed runs in --work-dir whose config is this job's; train the rest")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra config overrides, all runs")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="table, CSVs and PNGs go here")
     parser.add_argument("--work-dir", type=Path, default=REPO / "runs" / "toy_mode_collapse",
