@@ -112,7 +112,8 @@ def test_only_adam_and_plain_sgd_unroll():
     check_unrollable(torch.optim.SGD, 5)
     check_unrollable(torch.optim.RMSprop, 0)  # not unrolled: anything goes
     from functools import partial
-    for optimizer in (torch.optim.RMSprop, partial(torch.optim.SGD, momentum=0.9), partial(torch.optim.Adam, amsgrad=True)):
+    refused = (torch.optim.RMSprop, partial(torch.optim.SGD, momentum=0.9), partial(torch.optim.Adam, amsgrad=True))
+    for optimizer in refused:
         with pytest.raises(UserError, match="written out for Adam"):
             check_unrollable(optimizer, 5)
 
@@ -215,9 +216,9 @@ def resumed_exactly(tmp_path, args: list[str]) -> dict:
 
 
 def test_virtual_batch_norm_trains_and_resumes_exactly(tmp_path):
-    state = resumed_exactly(tmp_path, ["model=dcgan", "model.generator.dcgan.width=8", "model.discriminator.dcgan.width=8",
-                                       "data.image_size=8", "data.batch_size=16", "model.virtual_batch_norm=16",
-                                       "callbacks.checkpoint.every_g_iters=3"])
+    state = resumed_exactly(tmp_path, ["model=dcgan", "model.generator.dcgan.width=8",
+                                       "model.discriminator.dcgan.width=8", "data.image_size=8", "data.batch_size=16",
+                                       "model.virtual_batch_norm=16", "callbacks.checkpoint.every_g_iters=3"])
     assert "generator.reference_latents" in state["state_dict"]
 
 

@@ -282,7 +282,8 @@ class GANModule(AdversarialModule):
         if self.feature_matching:  # Improved GAN: G matches the mean of D's features on real data
             with torch.no_grad():  # the real side is a target: no graph for it
                 real_features = head_input(self.discriminator, lambda: self.critic(real, y_real))
-            return feature_matching_loss(real_features, head_input(self.discriminator, lambda: self.critic(fake, y_fake)))
+            fake_features = head_input(self.discriminator, lambda: self.critic(fake, y_fake))
+            return feature_matching_loss(real_features, fake_features)
         critic = self.unrolled_critic(real, y_real, fake, y_fake) if self.unroll_steps else self.critic
         if self.loss.relativistic:  # D judges the iteration's real minibatch too (no gradient reaches real data)
             return self.loss.g(critic(fake, y_fake), critic(real, y_real))
