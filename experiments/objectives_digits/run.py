@@ -18,6 +18,8 @@ import json
 import sys
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO))
@@ -91,13 +93,15 @@ def main() -> None:
     out = args.out.resolve()
     seconds = train_missing(out, {run_dir(out, row, seed): [*ROWS[row], "logger=none", f"seed={seed}"]
                                   for seed in args.seeds for row in args.rows})
-    report = (f"Test split, checkpoint selected on val, seeds {', '.join(map(str, args.seeds))}, 2,000 generator "
-              f"iterations; digits classifier features (experiments/objectives_digits/run.py ROWS). Several seeds: "
-              f"their mean, each seed's value in brackets.\n\n" + table(out, args.rows, args.seeds, seconds))
-    (out / "results.md").write_text(report + "\n")
-    finished = [str(run_dir(out, row, seed)) for row in args.rows for seed in args.seeds
+    finished = [run_dir(out, row, seed) for row in args.rows for seed in args.seeds
                 if (run_dir(out, row, seed) / "eval.json").is_file()]
-    compare(out, finished)
+    lengths = sorted({OmegaConf.load(run / "config.yaml").g_iters for run in finished})  # as the runs trained
+    report = (f"Test split, checkpoint selected on val, seeds {', '.join(map(str, args.seeds))}, "
+              f"{' / '.join(f'{n:,}' for n in lengths)} generator iterations; digits classifier features "
+              f"(experiments/objectives_digits/run.py ROWS). Several seeds: their mean, each seed's value in brackets."
+              f"\n\n" + table(out, args.rows, args.seeds, seconds))
+    (out / "results.md").write_text(report + "\n")
+    compare(out, [str(run) for run in finished])
     print(report)
 
 
